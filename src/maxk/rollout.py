@@ -1,0 +1,214 @@
+"""Sampling N completions per prompt from a Hugging Face causal LM, with behaviour log-probs (plumbing).
+
+Shapes: P prompts, N samples per prompt, B = P * N rows, Tp prompt tokens (left padded), T completion
+tokens (right padded). Sample i of prompt p is row p * N + i.
+
+The behaviour policy is the temperature-scaled model, pi(y_t | y_<t) = softmax(logits / temperature).
+Top-p only truncates *sampling*; the stored log-probs are those of the temperature-scaled distribution,
+exactly what `token_log_probs` recomputes in the update (same scaling, same position ids), so the
+PPO ratio is 1 at the first pass up to float rounding (tested).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Rollouts:
+    """Completions of P prompts, N each, with everything the update needs.
+
+    texts: (P, N) nested list of completion strings (special tokens removed).
+    prompt_ids, prompt_mask: (B, Tp) long, left padded.
+    completion_ids, completion_mask: (B, T) long; mask is 1 up to and including the first EOS.
+    logprobs: (B, T) float32, log pi_behaviour(token) under the temperature-scaled model; 0 where masked.
+    entropy: (B, T) float32, entropy of the temperature-scaled next-token distribution; 0 where masked.
+    num_tokens: total completion tokens generated (completion_mask.sum()).
+    """
+
+    texts: list[list[str]]
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    logprobs: torch.Tensor
+    entropy: torch.Tensor
+    num_tokens: int
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """(B, Tp + T) prompt then completion."""
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, Tp + T) 1 on real prompt tokens and on completion tokens up to EOS."""
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(P, N)."""
+        return len(self.texts), len(self.texts[0]) if self.texts else 0
+
+
+def completion_mask_from_ids(completion_ids: torch.Tensor, eos_token_id: int | list[int]) -> torch.Tensor:
+    """1 on tokens up to and including the first EOS of each row, 0 after; all 1 if there is no EOS.
+
+    completion_ids: (B, T) long; returns (B, T) long.
+    """
+    eos = torch.as_tensor(eos_token_id, device=completion_ids.device).reshape(-1)
+    is_eos = torch.isin(completion_ids, eos).long()
+    eos_before = is_eos.cumsum(dim=1) - is_eos  # number of EOS strictly before t
+    return (eos_before == 0).long()
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip left padding: cumsum(mask) - 1, clamped at 0 on the padding. (B, L) -> (B, L)."""
+    return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def log_probs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float):
+    """log softmax(logits / temperature) at `tokens`, and the entropy of that distribution.
+
+    logits: (..., V); tokens: (...) long; returns two (...) float32 tensors.
+    """
+    logp_all = F.log_softmax(logits.float() / temperature, dim=-1)
+    logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def token_log_probs(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+):
+    """Per-token log-probs of the completion under `model` (with grad if enabled), one forward pass.
+
+    Uses the same temperature scaling and position ids as generation, so at the behaviour parameters
+    it reproduces `Rollouts.logprobs`. Returns (B, T) log-probs (0 where masked), and the (B, T)
+    entropy too when `with_entropy`.
+    """
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
+    t = completion_ids.shape[1]
+    out = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+        logits_to_keep=t + 1,
+    )
+    logits = out.logits[:, :-1, :]  # logits at position j predict token j + 1
+    logp, entropy = log_probs_and_entropy(logits, completion_ids, temperature)
+    mask = completion_mask.to(logp.dtype)
+    logp = logp * mask
+    return (logp, entropy * mask) if with_entropy else logp
+
+
+def _seeded(seed: int | None, device: torch.device):
+    """A context where torch's RNG (CPU and the model's CUDA device) starts from `seed`; a no-op if None."""
+    if seed is None:
+        return contextlib.nullcontext()
+    devices = [device] if device.type == "cuda" else []
+    ctx = torch.random.fork_rng(devices=devices)
+
+    @contextlib.contextmanager
+    def inner():
+        with ctx:
+            torch.manual_seed(seed)
+            yield
+
+    return inner()
+
+
+def _pad_right(x: torch.Tensor, width: int, value: float | int) -> torch.Tensor:
+    return F.pad(x, (0, width - x.shape[1]), value=value) if x.shape[1] < width else x
+
+
+@torch.no_grad()
+def generate_rollouts(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    n: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+    batch_size: int = 64,
+    seed: int | None = None,
+) -> Rollouts:
+    """Sample `n` completions for each prompt with KV-cached `model.generate`, in row batches.
+
+    prompts: P strings; returns Rollouts with B = P * n rows (row p * n + i is sample i of prompt p).
+    Sampling uses softmax(logits / temperature) truncated to top_p (top-k off). With `seed` set the
+    samples are a function of (model, prompts, options, seed) and the global RNG is left untouched;
+    with `seed=None` the global torch RNG is used and advanced.
+    """
+    if n < 1 or not prompts:
+        raise ValueError(f"need n >= 1 and at least one prompt, got n={n}, {len(prompts)} prompts")
+    if temperature <= 0 or not 0 < top_p <= 1:
+        raise ValueError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if tokenizer.pad_token_id is None or tokenizer.padding_side != "left":
+        raise ValueError("tokenizer needs a pad token and padding_side='left' (load_model_and_tokenizer sets both)")
+    device = next(model.parameters()).device
+    eos = model.generation_config.eos_token_id
+    eos = tokenizer.eos_token_id if eos is None else eos
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    prompt_ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
+    prompt_mask = enc["attention_mask"].repeat_interleave(n, dim=0).to(device)
+
+    was_training = model.training
+    model.eval()
+    chunks = []
+    with _seeded(seed, device):
+        for start in range(0, prompt_ids.shape[0], batch_size):
+            ids, mask = prompt_ids[start : start + batch_size], prompt_mask[start : start + batch_size]
+            out = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                temperature=temperature,
+                top_p=top_p,
+                top_k=0,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=eos,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+            completion = out.sequences[:, ids.shape[1] :]
+            logits = torch.stack(out.logits, dim=1)  # (b, T, V) raw, before temperature/top-p
+            logp, ent = log_probs_and_entropy(logits, completion, temperature)
+            cmask = completion_mask_from_ids(completion, eos)
+            chunks.append((completion, cmask, logp * cmask, ent * cmask))
+    model.train(was_training)
+
+    width = max(c[0].shape[1] for c in chunks)
+    completion_ids = torch.cat([_pad_right(c[0], width, tokenizer.pad_token_id) for c in chunks])
+    completion_mask = torch.cat([_pad_right(c[1], width, 0) for c in chunks])
+    logprobs = torch.cat([_pad_right(c[2], width, 0.0) for c in chunks])
+    entropy = torch.cat([_pad_right(c[3], width, 0.0) for c in chunks])
+    completion_ids = completion_ids.masked_fill(completion_mask == 0, tokenizer.pad_token_id)
+    flat = tokenizer.batch_decode(completion_ids.cpu(), skip_special_tokens=True)
+    texts = [flat[p * n : (p + 1) * n] for p in range(len(prompts))]
+    return Rollouts(
+        texts=texts,
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        completion_ids=completion_ids,
+        completion_mask=completion_mask,
+        logprobs=logprobs,
+        entropy=entropy,
+        num_tokens=int(completion_mask.sum()),
+    )
