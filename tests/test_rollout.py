@@ -67,7 +67,8 @@ def test_recomputed_log_probs_equal_stored_ones(model_and_tokenizer, temperature
     """At the behaviour parameters the update's forward pass reproduces the stored log-probs."""
     model, tok = model_and_tokenizer
     ro = generate_rollouts(
-        model, tok, PROMPTS, n=4, max_new_tokens=16, batch_size=6, seed=1, temperature=temperature, top_p=top_p
+        model, tok, PROMPTS, n=4, max_new_tokens=16, batch_size=6, seed=1,
+        temperature=temperature, top_p=top_p,
     )
     with torch.no_grad():
         logp, ent = token_log_probs(

@@ -160,7 +160,9 @@ def generate_rollouts(
     if temperature <= 0 or not 0 < top_p <= 1:
         raise ValueError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
     if tokenizer.pad_token_id is None or tokenizer.padding_side != "left":
-        raise ValueError("tokenizer needs a pad token and padding_side='left' (load_model_and_tokenizer sets both)")
+        raise ValueError(
+            "tokenizer needs a pad token and padding_side='left' (load_model_and_tokenizer sets both)"
+        )
     device = next(model.parameters()).device
     eos = model.generation_config.eos_token_id
     eos = tokenizer.eos_token_id if eos is None else eos
