@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 
-def add_common_metric_arguments(parser: argparse.ArgumentParser) -> None:
+def add_common_metric_arguments(
+    parser: argparse.ArgumentParser, seed_help: str = "bootstrap seed (default 0)"
+) -> None:
     parser.add_argument(
         "--k",
         type=int,
@@ -26,7 +28,7 @@ def add_common_metric_arguments(parser: argparse.ArgumentParser) -> None:
         "--n-boot", type=int, default=2000, help="bootstrap resamples over prompts (default 2000)"
     )
     parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help=seed_help)
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
 
 
