@@ -1,0 +1,509 @@
+"""The RL trainer: rollout, reward, advantage, update, repeated (plumbing around the pure core).
+
+    run_dir = train(config)                       # maxk.config.Config; returns the run directory
+    run_dir = train(load_config(run_dir / "config.yaml"), resume=True)
+
+One step (P prompts, N samples each, B = P * N rows, T completion tokens):
+  1. rollout    maxk.rollout.generate_rollouts          texts (P, N), behaviour log-probs (B, T)
+  2. reward     maxk.rewards.score_completions          rewards (P, N)
+  3. advantage  maxk.advantages.ADVANTAGES[estimator]   advantages (P, N), one scalar per sample
+  4. update     ppo_update: mu passes, minibatches of whole groups, clipped surrogate (maxk.losses)
+For estimators in USES_LOG_RATIO (off-policy max@k) step 3 is redone inside the update before every
+minibatch once the parameters have moved, from the current sequence log-ratio of every sample of each
+group (MATH.md section 3); the loss then carries the weights as they are (weights_include_ratio), so its
+gradient is sum_i A_i grad log pi_theta(y_i) before clipping engages.
+Run outputs (metrics.jsonl, samples.jsonl, TensorBoard, checkpoints) are written by maxk.checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from maxk.advantages import ADVANTAGES, BINARY_ONLY, USES_LOG_RATIO
+from maxk.checkpoint import (
+    RunOutputs,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
+from maxk.config import AlgorithmConfig, Config, ModelConfig, OptimConfig, save_config
+from maxk.estimators import max_at_k
+from maxk.losses import clipped_surrogate_loss, kl_penalty
+from maxk.rollout import Rollouts, generate_rollouts, token_log_probs
+
+RewardFn = Any  # (completions: list[str], tasks: list[Task]) -> list[float], one task per completion
+
+
+def train(
+    config: Config, *, resume: bool = False, tasks=None, reward_fn: RewardFn = None, eval_fn=None
+) -> Path:
+    """Train `config.model.path` with the configured estimator; returns the run directory.
+
+    resume: continue from the newest checkpoint in config.run.output_dir (a fresh start if there is none);
+    metrics after the resume equal those of an uninterrupted run. tasks: a list of `Task` instead of
+    loading config.data.tasks. reward_fn: a callable instead of the configured reward (tests, custom
+    rewards). eval_fn(model, tokenizer, step) -> dict of numbers replaces the held-out evaluation.
+    """
+    run_dir = Path(config.run.output_dir)
+    _check_run_dir(run_dir, resume)
+    torch.manual_seed(config.run.seed)
+    model, tokenizer = load_policy(config.model)
+    reference = reference_model(model, config) if config.algorithm.kl_beta > 0 else None
+    tasks = (
+        tasks
+        if tasks is not None
+        else _load_tasks(config.data.tasks, config.data.split, config.data.max_tasks)
+    )
+    reward_fn = reward_fn or configured_reward(config.data.reward, config.data.reward_options)
+    eval_fn = eval_fn or configured_evaluation(config)
+    a = config.algorithm
+    advantage_fn = ADVANTAGES.bind(a.estimator, k=a.k, **a.estimator_options)
+    updates = config.run.steps * a.ppo_epochs * (config.batch_size // config.minibatch_size)
+    optimizer, scheduler = build_optimizer(model, config.optim, updates)
+
+    start = 0
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        start = restore(load_checkpoint(ckpt), model, optimizer, scheduler)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    out = RunOutputs(run_dir, config, start_step=start)
+
+    for step in range(start, config.run.steps):
+        t0 = time.perf_counter()
+        batch = tasks_for_step(
+            tasks, step, config.data.prompts_per_step, config.run.seed, config.data.shuffle
+        )
+        rollouts = generate_rollouts(  # 1. rollout
+            model,
+            tokenizer,
+            [t.prompt for t in batch],
+            n=config.rollout.n,
+            temperature=config.rollout.temperature,
+            top_p=config.rollout.top_p,
+            max_new_tokens=config.rollout.max_new_tokens,
+            batch_size=config.rollout.batch_size,
+            seed=step_seed(config.run.seed, step),
+        )
+        t1 = time.perf_counter()
+        rewards = score_rollouts(reward_fn, rollouts, batch, a.estimator in BINARY_ONLY)  # 2. reward
+        t2 = time.perf_counter()
+        advantages = advantage_fn(rewards)  # 3. advantage
+        stats = ppo_update(  # 4. update
+            model,
+            optimizer,
+            scheduler,
+            rollouts,
+            rewards,
+            advantages,
+            advantage_fn,
+            a,
+            uses_log_ratio=a.estimator in USES_LOG_RATIO,
+            reference=reference,
+            minibatch_size=config.minibatch_size,
+            temperature=config.rollout.temperature,
+            max_grad_norm=config.optim.max_grad_norm,
+            length_norm=config.rollout.max_new_tokens,
+            seed=step_seed(config.run.seed, step),
+        )
+        t3 = time.perf_counter()
+        metrics = step_metrics(rollouts, rewards, advantages, a.k, stats)
+        metrics.update(time_metrics(rollouts.num_tokens, t0, t1, t2, t3, config.algorithm.ppo_epochs))
+        metrics["lr"] = scheduler.get_last_lr()[0]
+        if eval_fn is not None and _due(step + 1, config.eval.every, config.run.steps):
+            metrics.update(eval_fn(model, tokenizer, step + 1))
+        out.log(step + 1, metrics, rollouts, rewards, batch)
+        if _due(step + 1, config.run.save_every, config.run.steps):
+            state = checkpoint_state(step + 1, model, optimizer, scheduler, config)
+            save_checkpoint(run_dir, step + 1, state, keep=config.run.keep_checkpoints)
+    out.close()
+    if config.run.save_final_model:
+        save_final_model(model, tokenizer, run_dir / "final_model")
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------------------------
+# 4. The update
+# ----------------------------------------------------------------------------------------------------------
+def ppo_update(
+    model,
+    optimizer,
+    scheduler,
+    ro: Rollouts,
+    rewards,
+    advantages,
+    advantage_fn,
+    a: AlgorithmConfig,
+    *,
+    uses_log_ratio: bool,
+    reference=None,
+    minibatch_size: int,
+    temperature: float,
+    max_grad_norm: float,
+    length_norm: float,
+    seed: int,
+) -> dict[str, float]:
+    """mu = a.ppo_epochs passes over the batch; each pass shuffles the P groups and steps the optimiser once
+    per minibatch of `minibatch_size // N` whole groups (gradient accumulation over micro-batches).
+
+    rewards, advantages: (P, N). For `uses_log_ratio` estimators the advantages of a minibatch are
+    recomputed from the current sequence log-ratios of all its samples whenever the parameters have moved
+    since the rollout. Returns the means of the loss statistics over optimiser steps.
+    """
+    p, n = rewards.shape
+    groups_per_mb = minibatch_size // n
+    ref_logp = _reference_log_probs(reference, ro, a.micro_batch_size, temperature)
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = functools.partial(
+        clipped_surrogate_loss,
+        clip_low=a.clip_eps,
+        clip_high=a.clip_eps_high,
+        ratio_level=a.ratio_level,
+        aggregation=a.aggregation,
+        weights_include_ratio=uses_log_ratio,
+        length_norm=length_norm,
+    )
+    totals: dict[str, float] = {}
+    moved = False
+    model.train()
+    for _ in range(a.ppo_epochs):
+        order = torch.randperm(p, generator=gen)
+        for g0 in range(0, p, groups_per_mb):
+            groups = order[g0 : g0 + groups_per_mb]
+            rows = (groups[:, None] * n + torch.arange(n)).reshape(-1)
+            adv = advantages[groups]
+            if uses_log_ratio and moved:
+                log_ratio = _sequence_log_ratio(model, ro, rows, temperature, a.micro_batch_size)
+                adv = advantage_fn(rewards[groups], log_ratio=log_ratio.view(-1, n))
+            step_stats = _accumulate_gradients(
+                model, ro, rows, adv.reshape(-1), loss_fn, ref_logp, a, temperature
+            )
+            limit = max_grad_norm if max_grad_norm > 0 else math.inf
+            step_stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(_trainable(model), limit))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            moved = True
+            for key, v in step_stats.items():
+                totals[key] = totals.get(key, 0.0) + v
+    steps = a.ppo_epochs * math.ceil(p / groups_per_mb)
+    return {key: v / steps for key, v in totals.items()}
+
+
+def _accumulate_gradients(
+    model, ro: Rollouts, rows, adv_rows, loss_fn, ref_logp, a: AlgorithmConfig, temperature: float
+) -> dict[str, float]:
+    """Backward over the micro-batches of one minibatch (losses normalised by the minibatch's totals)."""
+    device = ro.completion_ids.device
+    mask = ro.completion_mask[rows]
+    totals = {"num_tokens": mask.sum().clamp(min=1), "num_sequences": len(rows)}
+    stats = {"loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "ratio_mean": 0.0}
+    if ref_logp is not None:
+        stats["kl_ref"] = 0.0
+    n_tok = float(totals["num_tokens"])
+    for m0 in range(0, len(rows), a.micro_batch_size):
+        r = rows[m0 : m0 + a.micro_batch_size].to(device)
+        logp = token_log_probs(
+            model,
+            ro.prompt_ids[r],
+            ro.prompt_mask[r],
+            ro.completion_ids[r],
+            ro.completion_mask[r],
+            temperature=temperature,
+        )
+        cmask = ro.completion_mask[r]
+        loss, st = loss_fn(
+            logp, ro.logprobs[r], adv_rows[m0 : m0 + a.micro_batch_size].to(device), cmask, **totals
+        )
+        if ref_logp is not None:
+            kl = kl_penalty(
+                logp,
+                ref_logp[r],
+                cmask,
+                aggregation=a.aggregation,
+                **totals,
+                length_norm=loss_fn.keywords["length_norm"],
+            )
+            loss = loss + a.kl_beta * kl
+            stats["kl_ref"] += float(kl.detach())
+        loss.backward()
+        weight = float(cmask.sum()) / n_tok  # stats are token means per micro-batch
+        stats["loss"] += float(loss.detach())
+        for key in ("clip_frac", "approx_kl", "ratio_mean"):
+            stats[key] += float(st[key]) * weight
+    return stats
+
+
+@torch.no_grad()
+def _sequence_log_ratio(model, ro: Rollouts, rows, temperature: float, micro: int) -> torch.Tensor:
+    """(len(rows),) sum_t [log pi_theta - log pi_old](y_t): the current sequence log-ratio of each row."""
+    out = []
+    for m0 in range(0, len(rows), micro):
+        r = rows[m0 : m0 + micro].to(ro.completion_ids.device)
+        logp = token_log_probs(
+            model,
+            ro.prompt_ids[r],
+            ro.prompt_mask[r],
+            ro.completion_ids[r],
+            ro.completion_mask[r],
+            temperature=temperature,
+        )
+        out.append(((logp - ro.logprobs[r]) * ro.completion_mask[r]).sum(-1))
+    return torch.cat(out).cpu()
+
+
+@torch.no_grad()
+def _reference_log_probs(reference, ro: Rollouts, micro: int, temperature: float):
+    """(B, T) log-probs of the frozen reference policy, or None without a reference."""
+    if reference is None:
+        return None
+    model, context = reference
+    out = []
+    with context():
+        for m0 in range(0, ro.completion_ids.shape[0], micro):
+            s = slice(m0, m0 + micro)
+            out.append(
+                token_log_probs(
+                    model,
+                    ro.prompt_ids[s],
+                    ro.prompt_mask[s],
+                    ro.completion_ids[s],
+                    ro.completion_mask[s],
+                    temperature=temperature,
+                )
+            )
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Set-up: model, optimiser, data order, reward, evaluation
+# ----------------------------------------------------------------------------------------------------------
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_policy(m: ModelConfig):
+    """The policy and its tokenizer on the configured device, with LoRA / activation checkpointing."""
+    from maxk.models import load_model_and_tokenizer
+
+    if not m.path:
+        raise ValueError("model.path is empty; set it to a local Hugging Face model directory")
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[m.dtype]
+    model, tokenizer = load_model_and_tokenizer(m.path, dtype=dtype, device=pick_device(m.device))
+    if m.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if m.lora_rank > 0:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=m.lora_rank,
+                lora_alpha=m.lora_alpha,
+                task_type="CAUSAL_LM",
+                target_modules=list(m.lora_target_modules),
+            ),
+        )
+    return model, tokenizer
+
+
+def reference_model(model, config: Config):
+    """(frozen reference model, context manager to run it in): the LoRA base with adapters off, or a copy."""
+    import contextlib
+
+    if config.model.lora_rank > 0:
+        return model, model.disable_adapter
+    ref = copy.deepcopy(model).eval()
+    for q in ref.parameters():
+        q.requires_grad_(False)
+    return ref, contextlib.nullcontext
+
+
+def _trainable(model):
+    return [q for q in model.parameters() if q.requires_grad]
+
+
+def build_optimizer(model, o: OptimConfig, total_updates: int):
+    """AdamW and a LambdaLR: linear warm-up over o.warmup_steps, then constant, linear or cosine to 0."""
+    optimizer = torch.optim.AdamW(
+        _trainable(model), lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+    )
+    decay = {
+        "constant": lambda f: 1.0,
+        "linear": lambda f: 1.0 - f,
+        "cosine": lambda f: 0.5 * (1.0 + math.cos(math.pi * f)),
+    }[o.schedule]
+
+    def factor(i: int) -> float:
+        if i < o.warmup_steps:
+            return (i + 1) / (o.warmup_steps + 1)
+        return decay(min(1.0, (i - o.warmup_steps) / max(1, total_updates - o.warmup_steps)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The sampling seed of a step: a function of (run seed, step) only, so a resumed run samples the same."""
+    return (seed * 1_000_003 + step) % (2**63 - 1)
+
+
+def tasks_for_step(tasks: list, step: int, per_step: int, seed: int, shuffle: bool) -> list:
+    """The `per_step` tasks of `step`: positions step * per_step ... in an endless stream of epochs, each
+    epoch a permutation seeded by (seed, epoch). A function of the step alone: the data position."""
+    if not tasks:
+        raise ValueError("no training tasks")
+    out = []
+    for pos in range(step * per_step, (step + 1) * per_step):
+        epoch, offset = divmod(pos, len(tasks))
+        order = np.random.default_rng([seed, epoch]).permutation(len(tasks)) if shuffle else range(len(tasks))
+        out.append(tasks[order[offset]])
+    return out
+
+
+def score_rollouts(reward_fn, ro: Rollouts, batch: list, binary: bool) -> torch.Tensor:
+    """(P, N) float32 rewards of the completions, task p for the N samples of prompt p."""
+    p, n = ro.shape
+    flat = reward_fn([t for row in ro.texts for t in row], [task for task in batch for _ in range(n)])
+    rewards = torch.tensor([float(getattr(r, "reward", r)) for r in flat], dtype=torch.float32).view(p, n)
+    if binary and not bool(((rewards == 0) | (rewards == 1)).all()):
+        raise ValueError("this estimator needs 0/1 rewards but the reward returned other values")
+    return rewards
+
+
+def configured_reward(name: str, options: dict):
+    """completions, tasks -> list[Score] via maxk.rewards.score_completions (concurrent, sandboxed)."""
+    from maxk.rewards import score_completions
+
+    return functools.partial(score_completions, name, **options)
+
+
+def configured_evaluation(config: Config):
+    """eval_fn(model, tokenizer, step) -> {"eval/max@k/4": ...} through maxk.evaluation, or None if off."""
+    e = config.eval
+    if e.every <= 0:
+        return None
+    from maxk.evaluation import evaluate_best_of_n
+
+    held_out = _load_tasks(e.tasks, None, e.max_tasks)
+
+    def evaluate(model, tokenizer, step: int) -> dict[str, float]:
+        res = evaluate_best_of_n(
+            model,
+            tokenizer,
+            held_out,
+            ks=list(e.ks),
+            n=e.n,
+            reward=config.data.reward,
+            reward_options=dict(config.data.reward_options),
+            temperature=config.rollout.temperature,
+            top_p=config.rollout.top_p,
+            max_new_tokens=e.max_new_tokens or config.rollout.max_new_tokens,
+            batch_size=config.rollout.batch_size,
+            seed=config.run.seed,
+            progress=False,
+            plot=False,
+            n_boot=200,
+        )
+        curves = res.curves.overall.items()
+        return {f"eval/{m}/{k}": float(v) for m, c in curves for k, v in zip(c.ks, c.mean)}
+
+    return evaluate
+
+
+def _load_tasks(path: str, split, limit):
+    from maxk.rewards import load_tasks
+
+    tasks = load_tasks(path, split=split)
+    return tasks[:limit] if limit else tasks
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Metrics, checkpoints
+# ----------------------------------------------------------------------------------------------------------
+def step_metrics(ro: Rollouts, rewards, advantages, k: int, stats: dict) -> dict[str, float]:
+    """One step's numbers: reward mean, max@k_hat (training k), pass@1, advantage stats, entropy, loss."""
+    m = ro.completion_mask.float()
+    lengths = m.sum(-1)
+    return {
+        "reward_mean": float(rewards.mean()),
+        "reward_std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
+        f"max@{k}": float(max_at_k(rewards, min(k, rewards.shape[1])).mean()),
+        "pass@1": float((rewards == 1).float().mean()),
+        "adv_mean": float(advantages.mean()),
+        "adv_std": float(advantages.std()) if advantages.numel() > 1 else 0.0,
+        "adv_abs_max": float(advantages.abs().max()),
+        "adv_zero_frac": float((advantages == 0).float().mean()),
+        "entropy": float((ro.entropy * m).sum() / m.sum().clamp(min=1)),
+        "completion_len": float(lengths.mean()),
+        "truncated_frac": float((ro.completion_mask[:, -1] == 1).float().mean()),
+        **stats,
+    }
+
+
+def time_metrics(tokens: int, t0: float, t1: float, t2: float, t3: float, epochs: int) -> dict[str, float]:
+    """Wall-clock fields: the only non-reproducible ones (left out when comparing resumed runs)."""
+    return {
+        "time/step_s": t3 - t0,
+        "time/rollout_s": t1 - t0,
+        "time/reward_s": t2 - t1,
+        "time/update_s": t3 - t2,
+        "time/tokens_per_s": tokens / max(t3 - t0, 1e-9),
+        "time/rollout_tokens_per_s": tokens / max(t1 - t0, 1e-9),
+        "time/update_tokens_per_s": tokens * epochs / max(t3 - t2, 1e-9),
+        "tokens": float(tokens),
+    }
+
+
+def checkpoint_state(step: int, model, optimizer, scheduler, config: Config) -> dict[str, Any]:
+    trainable = {name for name, q in model.named_parameters() if q.requires_grad}
+    weights = model.state_dict()
+    if config.model.lora_rank > 0:  # the frozen base comes from model.path again
+        weights = {name: v for name, v in weights.items() if name in trainable}
+    return {
+        "step": step,
+        "model": weights,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_states(),
+        "data_position": {"prompts_seen": step * config.data.prompts_per_step},
+    }
+
+
+def restore(state: dict[str, Any], model, optimizer, scheduler) -> int:
+    """Load a checkpoint's state into the live objects; returns the step to continue from."""
+    model.load_state_dict(state["model"], strict=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng_states(state["rng"])
+    return int(state["step"])
+
+
+def save_final_model(model, tokenizer, path: Path) -> None:
+    if hasattr(model, "merge_and_unload"):  # LoRA: save a plain model with the adapters merged in
+        model = model.merge_and_unload()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    if not resume and (run_dir / "metrics.jsonl").exists():
+        raise FileExistsError(
+            f"{run_dir} already holds a run; resume it (maxk train --resume {run_dir}) or set run.output_dir"
+        )
