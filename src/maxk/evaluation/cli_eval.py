@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
             plot=not args.no_plot,
             progress=not args.quiet,
         )
-    except (FileNotFoundError, SamplesFormatError, ValueError, KeyError) as e:
+    except (FileNotFoundError, SamplesFormatError, ValueError, KeyError, TypeError) as e:
         print(f"maxk eval: error: {e}", file=sys.stderr)
         return 2
     from maxk.evaluation.report import metrics_markdown
