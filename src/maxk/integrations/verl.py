@@ -27,6 +27,7 @@ See docs/scale-out.md for what to use instead.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -48,8 +49,8 @@ def group_rows(index) -> dict[int, np.ndarray]:
     """Rows of each group, bucketed by group size.
 
     index: (B,) group ids of any hashable kind (verl's `uid` strings). Returns {n: (G_n, n) int64 array}:
-    row r of bucket n lists the batch rows of one group with n members, in their batch order; groups ordered by
-    id. Every batch row appears exactly once over all buckets.
+    row r of bucket n lists the batch rows of one group with n members, in their batch order;
+    groups ordered by id. Every batch row appears exactly once over all buckets.
     """
     index = np.asarray(index)
     if index.ndim != 1 or index.size == 0:
@@ -94,11 +95,14 @@ def verl_estimator(name: str) -> Callable:
     config=algorithm node, **ignored) -> (advantages (B, T), returns (B, T)).
     """
     estimator = ADVANTAGES.get(name)
+    needs_k = inspect.signature(estimator).parameters["k"].default is inspect.Parameter.empty
 
     def compute_maxk_advantage(token_level_rewards, response_mask, index=None, config=None, **_ignored):
         if index is None:
             raise ValueError(f"{name} needs group ids: verl passes them as `uid` (non_tensor_batch['uid'])")
         k, options = _options(config if config is not None else {})
+        if needs_k and k is None:
+            raise ValueError(f"{name} needs k of max@k: set it with +algorithm.{CONFIG_NODE}.k=K")
         kwargs = {} if k is None else {"k": k}
         with torch.no_grad():
             scores = token_level_rewards.sum(dim=-1)
