@@ -63,15 +63,18 @@ def plot_curves(runs: list[Curves], path: str | os.PathLike, *, title: str | Non
 
 
 def _ylim(runs: list[Curves], m: str) -> tuple[float, float]:
-    """Fit the data with a margin; stay within [0, 1] when the values are, never a zero-height axis."""
+    """Fit the data with a margin, at least 0.1 tall; a bit beyond [0, 1] so lines at 0 or 1 show."""
     vals = [v for r in runs for v in (*r.overall[m].lo, *r.overall[m].hi) if not math.isnan(v)]
     if not vals:
-        return 0.0, 1.0
+        return -0.02, 1.02
     lo, hi = min(vals), max(vals)
-    pad = max(0.05 * (hi - lo), 0.02)
+    pad = max(0.08 * (hi - lo), 0.02)
     lo, hi = lo - pad, hi + pad
-    if min(vals) >= 0.0:
-        lo = max(lo, 0.0)
-    if max(vals) <= 1.0:
-        hi = min(hi, 1.02)
+    if hi - lo < 0.1:
+        mid = (lo + hi) / 2
+        lo, hi = mid - 0.05, mid + 0.05
+    if min(vals) >= 0.0 and lo < -0.02:
+        lo, hi = -0.02, max(hi, 0.08)
+    if max(vals) <= 1.0 and hi > 1.02:
+        lo, hi = min(lo, 0.92), 1.02
     return lo, hi
