@@ -1,13 +1,18 @@
 """In-sandbox test harness: runs one program against its tests, one forked child per test.
 
-This file is a stand-alone script (standard library only). `maxk.rewards.execution` copies it into the
-sandbox and runs it with `python -I`; it reads a JSON spec on stdin (the tests never touch the disk the
-program can see) and writes one JSON line per test on its stdout, the *report channel*:
+This file is a stand-alone script (standard library only, and few of it: start-up time is per program).
+`maxk.rewards.execution` copies it into the sandbox and runs it with `python -I -S`; it reads a marshal'd
+spec dict on stdin (the tests never touch the disk the program can see: {"programs": [{"program",
+"items", "entry_point"}, ...], "test_timeout_s", "total_timeout_s", "guard", "max_output_bytes"}) and
+writes tab-separated lines on its stdout, the *report channel*, for each program j in turn:
 
-    {"total": n}                                 first line
-    {"i": 3, "outcome": "pass", "detail": ""}     one per test, in order
-    {"syntax_error": "..."}                       instead of tests, when the program does not compile
-    {"done": true}                                last line
+    program <j> <n tests>
+    test <j> <i> <outcome> <detail>  one per test, in order
+    syntax_error <j> <message>       instead of tests, when the program does not compile
+    done <j>
+and `end` after the last program. Several programs share one sandbox start-up (interpreter, bubblewrap,
+`typing`), each in its own fresh work directory (random name, removed afterwards); the harness process
+never runs program code, so one program cannot change another's tests or results through it.
 
 Outcomes: pass, fail (assertion false / wrong output), error (any other exception), timeout (per-test
 wall clock or CPU limit), memory (MemoryError or killed at the address-space limit), crashed (killed by a
@@ -30,10 +35,9 @@ descriptors with `os.read`) and forge a pass for that test. The guard blocks the
 """
 
 import builtins
-import json
+import marshal
 import os
 import select
-import signal
 import sys
 import time
 
@@ -42,6 +46,9 @@ _MemoryError = MemoryError
 _SystemExit = SystemExit
 _write = os.write
 _exit = os._exit
+_resource = sys.modules.get("resource")  # imported by the sandbox's boot code; None when run bare
+# Linux signal numbers (the `signal` module pulls in `enum`, ~10 ms of start-up per program).
+SIGKILL, SIGXCPU, SIGSEGV, SIGABRT, SIGBUS = 9, 24, 11, 6, 7
 
 # Audit events the guard refuses outright: processes, signals, native code, frame and object walks,
 # tracing, raising resource limits, the network, links (which would let writes escape the work dir).
@@ -59,6 +66,13 @@ _WRITE_PATH_EVENTS = {"os.remove": 1, "os.rmdir": 1, "os.rename": 2, "os.mkdir":
                       "os.truncate": 1, "os.utime": 1, "shutil.rmtree": 1, "os.chflags": 1}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
+# Standard-library modules the harness imports once, before forking, when the program or its tests
+# name them, so that each test process finds them loaded (importing `typing` costs ~25 ms per process).
+_PRELOAD = frozenset({
+    "typing", "re", "math", "collections", "itertools", "functools", "heapq", "string", "random",
+    "bisect", "copy", "fractions", "decimal", "statistics", "operator", "hashlib", "datetime", "json",
+    "dataclasses", "enum", "abc", "array", "cmath", "numbers", "textwrap", "unicodedata",
+})
 
 
 def install_guard(workdir, read_roots):
@@ -118,15 +132,19 @@ def install_guard(workdir, read_roots):
     sys.addaudithook(hook)
 
 
-def _child(code, test_code, item, spec, result_w, token, in_fd, out_fd):
+def _child(code, test_code, item, spec, result_w, token, in_fd, out_fd, workdir):
     """Runs in the forked child: the program, then one test; reports on `result_w`. Never returns."""
     try:
+        os.chdir(workdir)
+        if _resource is not None:
+            cpu = int(spec.get("test_timeout_s", 5.0)) + 1
+            _resource.setrlimit(_resource.RLIMIT_CPU, (cpu, cpu))
         os.dup2(in_fd, 0)
         os.dup2(out_fd, 1)
         os.closerange(3, result_w)
         os.closerange(result_w + 1, 1 << 16)
         if spec.get("guard", True):
-            install_guard(os.getcwd(), spec.get("read_roots", sys.path))
+            install_guard(workdir, spec.get("read_roots", sys.path))
         is_io = item["kind"] == "io"
         ns = {"__name__": "__main__" if is_io else "__program__", "__builtins__": builtins}
         stdout = sys.stdout
@@ -188,7 +206,7 @@ def _collect(pid, fds, deadline, out_cap):
             status = None
     if status is None:
         try:  # noqa: SIM105
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, SIGKILL)
         except ProcessLookupError:
             pass
         status = os.waitpid(pid, 0)[1]
@@ -202,7 +220,28 @@ def normalized_output(text):
     return "\n".join(line.rstrip() for line in text.strip("\n").splitlines()).rstrip("\n")
 
 
-def _run_test(code, i, item, spec, devnull):
+def _imported_names(source):
+    """Top-level module names in `import x` / `from x import y` lines (plain string scan, no parsing)."""
+    names = set()
+    for line in source.splitlines():
+        words = line.replace(",", " ").split()
+        if len(words) >= 2 and words[0] == "import":
+            names.update(w.split(".")[0] for w in words[1:] if w != "as")
+        elif len(words) >= 2 and words[0] == "from":
+            names.add(words[1].split(".")[0])
+    return names
+
+
+def _preload(sources):
+    """Import the _PRELOAD modules that `sources` name (found by scanning text, never by running it)."""
+    names = set()
+    for src in sources:
+        names |= _imported_names(src)
+    for name in sorted(names & _PRELOAD):
+        __import__(name)
+
+
+def _run_test(code, i, item, spec, devnull, workdir, deadline):
     test_code = None
     if item["kind"] == "assert":
         try:
@@ -219,13 +258,13 @@ def _run_test(code, i, item, spec, devnull):
         out_r, out_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _child(code, test_code, item, spec, result_w, token, in_fd, out_w)
+        _child(code, test_code, item, spec, result_w, token, in_fd, out_w, workdir)
     os.close(result_w)
     if out_r is not None:
         os.close(out_w)
         os.close(in_fd)
     fds = [result_r] + ([out_r] if out_r is not None else [])
-    deadline = time.monotonic() + float(spec.get("test_timeout_s", 5.0))
+    deadline = min(deadline, time.monotonic() + float(spec.get("test_timeout_s", 5.0)))
     bufs, timed_out, over, status = _collect(pid, fds, deadline, int(spec.get("max_output_bytes", 1 << 20)))
     message = bytes(bufs[result_r])
     if over:
@@ -247,18 +286,67 @@ def _run_test(code, i, item, spec, devnull):
         return "error", message[1:].decode("ascii", "replace")
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU:
+        if sig == SIGXCPU:
             return "timeout", "CPU time limit"
-        if sig in (signal.SIGSEGV, signal.SIGKILL, signal.SIGABRT, signal.SIGBUS):
-            return "memory" if sig != signal.SIGABRT else "crashed", f"killed by signal {sig}"
+        if sig in (SIGSEGV, SIGKILL, SIGABRT, SIGBUS):
+            return "memory" if sig != SIGABRT else "crashed", f"killed by signal {sig}"
         return "crashed", f"killed by signal {sig}"
     return "fail", "exited before finishing the test"
 
 
-def _report(obj):
-    data = (json.dumps(obj) + "\n").encode()
+def _report(*fields):
+    """One report line: tab-separated fields, no tabs or newlines inside a field."""
+    line = "\t".join(str(f).replace("\t", " ").replace("\n", " ")[:300] for f in fields)
+    data = (line + "\n").encode("utf-8", "replace")
     while data:
         data = data[os.write(1, data):]
+
+
+def _remove_tree(path):
+    """Delete a directory tree without following symbolic links; errors are ignored."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for entry in entries:
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                _remove_tree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+    try:  # noqa: SIM105 (contextlib would cost start-up time)
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _run_program(j, prog, spec, devnull):
+    """All tests of program j, each in a fresh child, in a fresh work dir removed afterwards."""
+    items = prog["items"]
+    _report("program", j, len(items))
+    try:
+        code = compile(prog["program"], "<program>", "exec")
+    except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
+        _report("syntax_error", j, f"{type(e).__name__}: {e}")
+        _report("done", j)
+        return
+    _preload([prog["program"]] + [it["src"] for it in items if it["kind"] == "assert"])
+    workdir = os.path.join(os.getcwd(), f"p{j}-{os.urandom(8).hex()}")
+    os.mkdir(workdir, 0o700)
+    deadline = time.monotonic() + float(spec.get("total_timeout_s", 30.0))
+    test_spec = dict(spec, entry_point=prog.get("entry_point"))
+    try:
+        for i, item in enumerate(items):
+            if time.monotonic() >= deadline:
+                outcome, detail = "timeout", "program time limit reached before this test"
+            else:
+                outcome, detail = _run_test(code, i, item, test_spec, devnull, workdir, deadline)
+            _report("test", j, i, outcome, detail)
+    finally:
+        _remove_tree(workdir)
+    _report("done", j)
 
 
 def main():
@@ -268,20 +356,11 @@ def main():
         if not chunk:
             break
         chunks.append(chunk)
-    spec = json.loads(b"".join(chunks))
-    items = spec["items"]
-    _report({"total": len(items)})
-    try:
-        code = compile(spec["program"], "<program>", "exec")
-    except (SyntaxError, ValueError, MemoryError, RecursionError) as e:
-        _report({"syntax_error": f"{type(e).__name__}: {e}"[:300]})
-        _report({"done": True})
-        return
+    spec = marshal.loads(b"".join(chunks))
     devnull = os.open(os.devnull, os.O_RDWR)
-    for i, item in enumerate(items):
-        outcome, detail = _run_test(code, i, item, spec, devnull)
-        _report({"i": i, "outcome": outcome, "detail": detail})
-    _report({"done": True})
+    for j, prog in enumerate(spec["programs"]):
+        _run_program(j, prog, spec, devnull)
+    _report("end")
 
 
 if __name__ == "__main__":
