@@ -32,8 +32,9 @@ def diversity_text(c: Curves) -> str:
     )
 
 
-def metrics_markdown(c: Curves) -> str:
-    """A table of max@k and pass@k with intervals for one run, then diversity and notes."""
+def metrics_markdown(c: Curves, *, per_prompt: bool = False) -> str:
+    """A table of max@k and pass@k with intervals for one run, then diversity, notes and (optionally)
+    one row per prompt: its N, max@k at every k (n/a where k > N), pass@k at the largest k and diversity."""
     pct = f"{round(c.confidence * 100)}%"
     lines = [
         f"## Best-of-N: {c.label or 'run'}",
@@ -54,7 +55,22 @@ def metrics_markdown(c: Curves) -> str:
     lines += ["", f"Diversity: {diversity_text(c)}."]
     if c.notes:
         lines += ["", *[f"- note: {n}" for n in c.notes]]
+    if per_prompt:
+        lines += ["", *per_prompt_markdown(c)]
     return "\n".join(lines) + "\n"
+
+
+def per_prompt_markdown(c: Curves) -> list[str]:
+    kmax = c.ks[-1]
+    head = ["task", "N", *[f"max@{k}" for k in c.ks], f"pass@{kmax}", "distinct", "rewards"]
+    lines = ["### Per prompt", "", "| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    d = c.diversity
+    for p, tid in enumerate(c.task_ids):
+        cells = [tid, str(int(c.n_samples[p])), *[fmt(float(v)) for v in c.per_prompt["max@k"][p]]]
+        cells += [fmt(float(c.per_prompt["pass@k"][p, -1])), fmt(float(d.distinct_fraction[p]), 2)]
+        cells.append(str(int(d.distinct_rewards[p])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def compare_markdown(runs: list[Curves]) -> str:
@@ -119,7 +135,7 @@ def write_metrics_report(c: Curves, out_dir, *, plot: bool = True) -> dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "markdown": out / "metrics.md"}
     paths["json"].write_text(json.dumps(c.to_dict(), indent=1) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(metrics_markdown(c), encoding="utf-8")
+    paths["markdown"].write_text(metrics_markdown(c, per_prompt=True), encoding="utf-8")
     if plot:
         from maxk.evaluation.plots import plot_curves
 
