@@ -30,38 +30,16 @@ def smollm2_dir():
 
 def test_smollm2_humaneval_subset_best_of_n(smollm2_dir, tmp_path, capsys):
     out = tmp_path / "smollm2-humaneval"
-    args = [
-        "eval",
-        "--model",
-        str(smollm2_dir),
-        "--tasks",
-        "humaneval",
-        "--limit",
-        "3",
-        "--n",
-        "8",
-        "--max-new-tokens",
-        "96",
-        "--temperature",
-        "0.8",
-        "--top-p",
-        "0.95",
-        "--codex-stop",
-        "--batch-size",
-        "8",
-        "--seed",
-        "0",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
+    args = (
+        f"eval --model {smollm2_dir} --tasks humaneval --limit 3 --n 8 --max-new-tokens 128 --temperature 0.8 "
+        f"--top-p 0.95 --chat --batch-size 8 --seed 0 --threads 1 --out {out}"
+    ).split()
     assert main(args) == 0
     recs = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
     assert len(recs) == 3 * 8
     assert all(r["total"] and r["total"] > 0 for r in recs)  # HumanEval checks were split into tests
     statuses = {r["status"] for r in recs}
-    assert statuses - {"syntax_error"}, f"every sample failed to parse: {statuses}"  # real code comes out
+    assert statuses - {"syntax_error", "crashed"}, f"no sample ran: {statuses}"  # real code comes out
     m = json.loads((out / "metrics.json").read_text())
     mk = m["overall"]["max@k"]["mean"]
     assert m["ks"] == [1, 2, 4, 8] and all(a <= b + 1e-12 for a, b in zip(mk, mk[1:]))  # max@k rises with k
