@@ -24,8 +24,11 @@ import torch
 from maxk.estimators import (
     check_k,
     check_rewards,
-    leave_one_out_max_at_k,
+    maxk_centred_transform,
+    maxk_loo1_transform,
+    maxk_loo_transform,
     maxk_reward_transform,
+    offpolicy_exact_reward_transform,
     offpolicy_reward_transform,
     pass_at_k,
 )
@@ -61,6 +64,13 @@ def _zscore(x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.where(_constant(x), torch.zeros_like(x), centred / (std + eps))
 
 
+def _zscore_unless_constant(x: torch.Tensor, r: torch.Tensor, eps: float) -> torch.Tensor:
+    """z-score of x over the group; zeros where the rewards r are all equal (x is then constant up to
+    rounding, and a z-score would amplify the rounding)."""
+    z = _zscore(x, eps)
+    return torch.where(_constant(r), torch.zeros_like(z), z)
+
+
 def _delta(log_ratio, rewards: torch.Tensor, clip: float | None) -> torch.Tensor:
     """delta_i = exp(log_ratio_i) - 1, detached and clamped to [-clip, clip]; zeros when log_ratio is None."""
     if log_ratio is None:
@@ -91,7 +101,7 @@ def maxk_advantages(rewards, *, k: int, log_ratio=None):
 def maxk_loo_advantages(rewards, *, k: int, log_ratio=None):
     """A_i = N * rt_i - k * max@k_hat(rewards without i): unbiased (the baseline ignores y_i). k <= N-1."""
     r, k = _checked(rewards, k, hi_drop=1, what="maxk_loo")
-    a = r.shape[-1] * maxk_reward_transform(r, k) - k * leave_one_out_max_at_k(r, k)
+    a = maxk_loo_transform(r, k)
     return torch.where(_constant(r), torch.zeros_like(a), a)
 
 
@@ -103,7 +113,7 @@ def maxk_loo1_advantages(rewards, *, k: int, log_ratio=None):
     it is k times Tang et al.'s best-minus-second-best. Needs 2 <= k <= N.
     """
     r, k = _checked(rewards, k, lo=2, what="maxk_loo1")
-    a = r.shape[-1] * maxk_reward_transform(r, k) - k * leave_one_out_max_at_k(r, k - 1)
+    a = maxk_loo1_transform(r, k)
     return torch.where(_constant(r), torch.zeros_like(a), a)
 
 
@@ -114,7 +124,7 @@ def maxk_zscore_advantages(rewards, *, k: int, log_ratio=None, eps: float = 1e-6
     Biased, but strong in practice. Degenerate at k = N (all rt equal) and for constant groups: zeros.
     """
     r, k = _checked(rewards, k)
-    return _zscore(maxk_reward_transform(r, k), eps)
+    return _zscore_unless_constant(maxk_centred_transform(r, k), r, eps)  # rt shifted: same z-score
 
 
 @ADVANTAGES.register("maxk_offpolicy")
@@ -130,7 +140,7 @@ def maxk_offpolicy_advantages(rewards, *, k: int, log_ratio=None, delta_clip: fl
     """
     r, k = _checked(rewards, k)
     rt = offpolicy_reward_transform(r, _delta(log_ratio, r, delta_clip), k)
-    return _zscore(rt, eps) if zscore else r.shape[-1] * rt
+    return _zscore_unless_constant(rt, r, eps) if zscore else r.shape[-1] * rt
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -218,3 +228,17 @@ def passk_chen_advantages(rewards, *, k: int, log_ratio=None):
     safe = torch.where(ok, sigma, torch.ones_like(sigma))
     a = torch.where(r == 1, (1 - rho) / safe, (1 - rho - q) / safe)
     return torch.where(ok, a, torch.zeros_like(a))
+
+
+@ADVANTAGES.register("maxk_offpolicy_exact")
+def maxk_offpolicy_exact_advantages(rewards, *, k: int, log_ratio=None, delta_clip: float | None = 0.2,
+                                    zscore: bool = False, eps: float = 1e-6):
+    """A_i = N * rt''_i with the full product of ratios per k-subset (beyond the paper; exact for any rho).
+
+    rt''_i = (1/C(N,k)) sum_{|I|=k, i in I} prod_{l in I} rho_l max_{j in I} r_j, rho = 1 + delta with delta
+    as in `maxk_offpolicy` (clamped by delta_clip; keep delta_clip < 1 so rho > 0). Elementary symmetric
+    polynomials, O(N^2 k) per group: meant for the paper's small N (8 - 64). zscore as in `maxk_offpolicy`.
+    """
+    r, k = _checked(rewards, k)
+    rt = offpolicy_exact_reward_transform(r, 1 + _delta(log_ratio, r, delta_clip), k)
+    return _zscore_unless_constant(rt, r, eps) if zscore else r.shape[-1] * rt

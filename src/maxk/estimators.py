@@ -2,9 +2,11 @@
 
 Metrics: `pass_at_k` (Codex estimator), `max_at_k` (its continuous generalisation, a U-statistic over
 k-subsets) and `max_at_k_curve` (many k at once, with a standard error over prompts).
-Transforms (used by `maxk.advantages`): `maxk_reward_transform` (rt, PKPO's s_i),
-`leave_one_out_max_at_k` (max@k of the group without sample i) and `offpolicy_reward_transform` (rt',
-the first-order off-policy weights). Formulas: ../shared/MATH.md sections 1-3; arXiv:2510.23393.
+Transforms (used by `maxk.advantages`): `maxk_reward_transform` (rt, PKPO's s_i), the leave-one-out
+advantages `maxk_loo_transform` / `maxk_loo1_transform` and `maxk_centred_transform` (written over reward
+gaps, so float32 loses nothing to cancellation), `offpolicy_reward_transform` (rt', the first-order
+off-policy weights) and `offpolicy_exact_reward_transform` (rt'', the exact product of ratios).
+Formulas: ../shared/MATH.md sections 1-3; arXiv:2510.23393.
 
 Shapes: P prompts, N samples per prompt, k as in max@k; n and c as in Chen et al. (n samples, c correct).
 Everything runs on sorted rewards: a sort plus cumulative sums, O(N log N) per group, no Python loop over
@@ -26,13 +28,17 @@ import torch
 
 __all__ = [
     "MaxAtKCurve",
-    "leave_one_out_max_at_k",
     "max_at_k",
     "max_at_k_curve",
+    "maxk_centred_transform",
+    "maxk_loo1_transform",
+    "maxk_loo_transform",
     "maxk_reward_transform",
+    "offpolicy_exact_reward_transform",
     "offpolicy_reward_transform",
     "pass_at_k",
     "rank_weights",
+    "binomial_ratios",
 ]
 
 
@@ -63,31 +69,41 @@ def check_rewards(rewards: torch.Tensor, *, rank: int | None = None) -> torch.Te
     return rewards
 
 
-@functools.lru_cache(maxsize=512)
-def _rank_weights_f64(n: int, k: int, drop: int) -> tuple[float, ...]:
-    """C(i-1-drop, k-1-drop) / C(n, k) for ascending ranks i = 1..n, exact integers, correctly rounded."""
-    out = [0.0] * n
-    b = k - 1 - drop
-    if b < 0 or k > n:
+@functools.lru_cache(maxsize=1024)
+def _binomial_ratios_f64(a0: int, b: int, count: int, n_den: int, k_den: int) -> tuple[float, ...]:
+    """C(a, b) / C(n_den, k_den) for a = a0 .. a0+count-1: exact integers, each correctly rounded."""
+    out = [0.0] * count
+    if b < 0:
         return tuple(out)
-    denom, c = math.comb(n, k), 1  # c = C(a, b) with a = i - 1 - drop, starting at a = b (i = k)
-    for i in range(k, n + 1):
-        out[i - 1] = c / denom  # Python int / int is correctly rounded; underflow gives 0.0
-        c = c * (i - drop) // (i - drop - b)  # C(a+1, b) = C(a, b) (a+1) / (a+1-b)
+    denom = math.comb(n_den, k_den)
+    start = max(a0, b)  # C(a, b) = 0 below a = b (which also covers a < 0)
+    c = math.comb(start, b)
+    for a in range(start, a0 + count):
+        out[a - a0] = c / denom  # Python int / int is correctly rounded; underflow gives 0.0
+        c = c * (a + 1) // (a + 1 - b)  # C(a+1, b) = C(a, b) (a+1) / (a+1-b)
     return tuple(out)
+
+
+def binomial_ratios(a0: int, b: int, count: int, n_den: int, k_den: int, *, dtype=torch.float64, device=None):
+    """Tensor (count,) of C(a0 + j, b) / C(n_den, k_den), j = 0..count-1, with the combinatorial C.
+
+    C(a, b) is 0 when b < 0, b > a or a < 0 (unlike scipy.special.binom(-1, 0) == 1). Exact integer
+    arithmetic, correctly rounded to float64, cached per arguments, then cast to dtype/device: no overflow
+    at any N and no cancellation inside a weight.
+    """
+    w = torch.tensor(_binomial_ratios_f64(a0, b, count, n_den, k_den), dtype=torch.float64)
+    return w.to(dtype=dtype, device=device)
 
 
 def rank_weights(n: int, k: int, drop: int = 0, *, dtype=torch.float64, device=None, descending=False):
     """w_i = C(i-1-drop, k-1-drop) / C(n, k) for ascending ranks i = 1..n, as a tensor (n,).
 
-    C(a, b) is the combinatorial binomial (0 when b < 0, b > a or a < 0). drop = 0 gives the max@k weights
-    (sum to 1), drop = 1 and 2 the pair and triple weights of the transforms. descending=True returns them
-    in descending-rank order (rank n first), matching rewards sorted in descending order.
+    drop = 0 gives the max@k weights (they sum to 1), drop = 1 and 2 the pair and triple weights of the
+    transforms. descending=True returns them in descending-rank order (rank n first), matching rewards
+    sorted in descending order.
     """
-    w = torch.tensor(_rank_weights_f64(n, k, drop), dtype=torch.float64)
-    if descending:
-        w = w.flip(0)
-    return w.to(dtype=dtype, device=device)
+    w = binomial_ratios(-drop, k - 1 - drop, n, n, k)
+    return (w.flip(0) if descending else w).to(dtype=dtype, device=device)
 
 
 def _sorted_desc(rewards: torch.Tensor):
@@ -225,21 +241,58 @@ def maxk_reward_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
     return _unsort(a * r + _exclusive_cumsum(b * r), order)
 
 
-def leave_one_out_max_at_k(rewards: torch.Tensor, k: int) -> torch.Tensor:
-    """out_i = max@k_hat of the N-1 rewards other than r_i. Needs 1 <= k <= N-1.
+def _gaps(rewards: torch.Tensor):
+    """(sorted ascending rewards, order, gaps): gaps[..., l] = r(l+2) - r(l+1) >= 0, a 0 last column."""
+    r, order = rewards.sort(dim=-1)
+    return r, order, torch.nn.functional.pad(r.diff(dim=-1), (0, 1))
 
-    Sorted ascending with c_m = C(m-1, k-1) / C(N-1, k): out(i) = sum_{j<i} c_j r(j) + sum_{j>i} c_{j-1} r(j)
-    (removing r(i) moves every larger reward down one rank). rewards: (..., N); returns (..., N).
+
+def maxk_loo1_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """A_i = N rt_i - k max@(k-1)_hat(rewards without i), in the cancellation-free gap form. 2 <= k <= N.
+
+    Per subset the credit is max_I r - max_{I minus i} r: nonzero only when i is the max, then r(i) minus
+    the second largest. Summing over the second largest m and writing r(i) - r(m) as a sum of the gaps
+    g_l = r(l+1) - r(l) >= 0 (hockey stick: sum_{m<=l} C(m-1, k-2) = C(l, k-1)) gives, sorted ascending,
+        A(i) = N sum_{l<i} C(l, k-1) / C(N, k) * g_l
+    a cumulative sum of non-negative terms: float32 stays accurate even at k = N - 1.
     """
     n = rewards.shape[-1]
-    r, order = _sorted_desc(rewards)
-    c = rank_weights(n - 1, k, 0, dtype=r.dtype, device=r.device, descending=True)  # ranks N-1..1
-    zero = torch.zeros(1, dtype=r.dtype, device=r.device)
-    c_same = torch.cat([zero, c])  # descending position q has ascending rank N-q: weight c_{N-q}, 0 at top
-    c_down = torch.cat([c, zero])  # the rank below: c_{N-q-1}
-    larger = _exclusive_cumsum(c_down * r)  # j > i ascending = earlier in descending order
-    smaller = _exclusive_revcumsum(c_same * r)
-    return _unsort(larger + smaller, order)
+    r, order, g = _gaps(rewards)
+    w = binomial_ratios(1, k - 1, n, n, k, dtype=r.dtype, device=r.device)  # C(l, k-1)/C(N,k), l = 1..N
+    return _unsort(n * _exclusive_cumsum(w * g), order)
+
+
+def maxk_loo_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """A_i = N rt_i - k max@k_hat(rewards without i), in the gap form. 1 <= k <= N-1.
+
+    N rt_i / k is the mean of max_I over k-subsets I containing i, max@k_hat(without i) the mean over
+    k-subsets J not containing i. With max X = r(1) + sum_l g_l [max X > r(l)] (g_l = r(l+1) - r(l), ranks
+    ascending), A_i = k sum_l g_l (P_J(all ranks <= l) - P_I(all ranks <= l)), sorted ascending:
+        A(i) = k [ sum_{l<i} C(l, k)/C(N-1, k) g_l
+                   + sum_{l>=i} (C(l-1, k)/C(N-1, k) - C(l-1, k-1)/C(N-1, k-1)) g_l ]
+    Weights are exact (float64, then cast); no difference of two large sums.
+    """
+    n = rewards.shape[-1]
+    r, order, g = _gaps(rewards)
+    kw = dict(dtype=r.dtype, device=r.device)
+    below = binomial_ratios(1, k, n, n - 1, k, **kw)  # C(l, k)/C(N-1, k), l = 1..N
+    above = binomial_ratios(0, k, n, n - 1, k) - binomial_ratios(0, k - 1, n, n - 1, k - 1)
+    lower = _exclusive_cumsum(below * g)
+    upper = (above.to(**kw) * g).flip(-1).cumsum(-1).flip(-1)  # inclusive: l >= i
+    return _unsort(k * (lower + upper), order)
+
+
+def maxk_centred_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """rt_i - k r(N) / N: the max@k transform shifted by a per-group constant, computed cancellation-free.
+
+    N rt_i / k = r(N) - sum_{l>=i} C(l-1, k-1)/C(N-1, k-1) g_l (sorted ascending, g_l = r(l+1) - r(l)), so
+    rt_i - k r(N)/N = -(k/N) sum_{l>=i} C(l-1, k-1)/C(N-1, k-1) g_l. Used for the z-score, which ignores the
+    shift but in float32 cannot afford the rounding of rt at large k. 1 <= k <= N.
+    """
+    n = rewards.shape[-1]
+    r, order, g = _gaps(rewards)
+    w = binomial_ratios(0, k - 1, n, n - 1, k - 1, dtype=r.dtype, device=r.device)
+    return _unsort(-(k / n) * (w * g).flip(-1).cumsum(-1).flip(-1), order)
 
 
 def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: int) -> torch.Tensor:
@@ -263,3 +316,42 @@ def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: in
     own = (a * (1 + d) + b * p) * r
     larger = _exclusive_cumsum(torch.stack([(b * (1 + d) + e * p) * r, (b - e) * r]))
     return _unsort(own + larger[0] + d * larger[1], order)
+
+
+def offpolicy_exact_reward_transform(rewards: torch.Tensor, rho: torch.Tensor, k: int) -> torch.Tensor:
+    """rt''_i = (1/C(N,k)) sum_{|I|=k, i in I} prod_{l in I} rho_l * max_{j in I} r_j  (exact subset ratios).
+
+    Sorted ascending (rho permuted alike), with e_t the elementary symmetric polynomials:
+        rt''_i = a_i rho_i e~_{k-1}(rho_{<i}) r_i
+                 + sum_{j>i} b_j rho_i rho_j e~_{k-2}(rho_{<j} minus rho_i) r_j
+    where e~_t(x_1..x_s) = e_t / C(s, t) is the mean product over t-subsets and a, b are the rank weights
+    C(i-1,k-1)/C(N,k), C(i-2,k-2)/C(N,k). e~ obeys the convex recurrence
+        e~_t(x_1..x_s) = (s-t)/s e~_t(x_1..x_{s-1}) + t/s x_s e~_{t-1}(x_1..x_{s-1}),
+    so nothing overflows at any N. O(N^2 k) work and O(P N k) memory; a sequential loop over the N sorted
+    positions (vectorised over prompts and samples). rho = 1 gives rt exactly (up to rounding).
+    rewards, rho: (..., N) with rho > 0; returns (..., N) in input order.
+    """
+    n = rewards.shape[-1]
+    r, order = rewards.sort(dim=-1)
+    x = rho.gather(-1, order)
+    kw = dict(dtype=r.dtype, device=r.device)
+    a, b = rank_weights(n, k, 0, **kw), rank_weights(n, k, 1, **kw)
+    t = torch.arange(k, **kw)  # t = 0 .. k-1
+    full = torch.zeros(r.shape[:-1] + (k,), **kw)  # e~_t(x_1..x_{j-1}), starts as the empty set
+    full[..., 0] = 1
+    excl = torch.zeros(r.shape + (k,), **kw)  # excl[..., i, t] = e~_t(x_1..x_{j-1} minus x_i), i < j
+    out = torch.zeros_like(r)
+    for j in range(n):  # 0-based position of the newly added (largest so far) reward
+        xj, rj = x[..., j : j + 1], r[..., j : j + 1]
+        out[..., j] += xj[..., 0] * full[..., k - 1] * a[j] * rj[..., 0]
+        if k >= 2 and j > 0:
+            out[..., :j] += x[..., :j] * xj * excl[..., :j, k - 2] * b[j] * rj
+        # add x_j: sets below j grow from size j-1 to j (excl) and from j to j+1 (full)
+        s = j  # the new size of the excluded sets for i < j
+        if s > 0:
+            shifted = torch.nn.functional.pad(excl[..., :j, :-1], (1, 0))
+            excl[..., :j, :] = (s - t) / s * excl[..., :j, :] + t / s * xj.unsqueeze(-1) * shifted
+        excl[..., j, :] = full  # x_1..x_j minus x_j = x_1..x_{j-1}
+        shifted = torch.nn.functional.pad(full[..., :-1], (1, 0))
+        full = (j + 1 - t) / (j + 1) * full + t / (j + 1) * xj * shifted
+    return _unsort(out, order)
