@@ -66,7 +66,10 @@ def in_range(name: str, n: int, k: int) -> bool:
     return not ((name == "maxk_loo" and k > n - 1) or (name == "maxk_loo1" and k < 2))
 
 
-@pytest.mark.parametrize("name, vname, n, k", [(e, *c) for e in UNBIASED for c in CASES if in_range(e, *c[1:])])
+UNBIASED_CASES = [(e, *c) for e in UNBIASED for c in CASES if in_range(e, *c[1:])]
+
+
+@pytest.mark.parametrize("name, vname, n, k", UNBIASED_CASES)
 def test_unbiased_for_grad_max_at_k(name, vname, n, k):
     logits, values = _case(vname)
     # on-policy: log_ratio = 0, so the off-policy entries must be unbiased too
