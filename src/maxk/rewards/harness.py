@@ -41,6 +41,8 @@ import select
 import sys
 import time
 
+# Captured before any program runs: a program may replace `builtins.exec` and friends in its process.
+_exec = exec
 _AssertionError = AssertionError
 _MemoryError = MemoryError
 _SystemExit = SystemExit
@@ -61,9 +63,11 @@ _BLOCKED_EVENTS = frozenset({
     "os.chroot", "os.chown", "os.mknod", "os.mkfifo",
 })
 _BLOCKED_IMPORTS = frozenset({"ctypes", "_ctypes", "cffi", "_posixsubprocess", "_xxsubinterpreters"})
-# Events whose first argument(s) are paths the program wants to change: they must lie in the work dir.
-_WRITE_PATH_EVENTS = {"os.remove": 1, "os.rmdir": 1, "os.rename": 2, "os.mkdir": 1, "os.chmod": 1,
-                      "os.truncate": 1, "os.utime": 1, "shutil.rmtree": 1, "os.chflags": 1}
+# Events that change paths: (number of leading path arguments, positions of dir_fd arguments). The paths
+# must lie in the work dir; a dir_fd (relative to an arbitrary directory descriptor) is refused.
+_WRITE_PATH_EVENTS = {"os.remove": (1, (1,)), "os.rmdir": (1, (1,)), "os.rename": (2, (2, 3)),
+                      "os.mkdir": (1, (2,)), "os.chmod": (1, (2,)), "os.truncate": (1, ()),
+                      "os.utime": (1, (3,)), "shutil.rmtree": (1, (1,)), "os.chflags": (1, ())}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
 # Standard-library modules the harness imports once, before forking, when the program or its tests
@@ -123,11 +127,13 @@ def install_guard(workdir, read_roots):
             if not _isinstance(path, _int) and not inside(path, (workdir,) + roots):
                 raise deny(f"sandbox: listing {path!r} is not allowed")
         elif event in write_events:
-            for path in args[: write_events[event]]:
+            n_paths, dir_fds = write_events[event]
+            for path in args[:n_paths]:
                 if not inside(path, (workdir,)):
                     raise deny(f"sandbox: {event} on {path!r} outside the work dir is not allowed")
-            if any(_isinstance(a, _int) and a >= 0 for a in args[write_events[event]:][:2]):
-                raise deny(f"sandbox: {event} relative to a directory descriptor is not allowed")
+            for k in dir_fds:
+                if k < len(args) and _isinstance(args[k], _int) and args[k] >= 0:
+                    raise deny(f"sandbox: {event} relative to a directory descriptor is not allowed")
 
     sys.addaudithook(hook)
 
@@ -149,14 +155,14 @@ def _child(code, test_code, item, spec, result_w, token, in_fd, out_fd, workdir)
         ns = {"__name__": "__main__" if is_io else "__program__", "__builtins__": builtins}
         stdout = sys.stdout
         try:
-            exec(code, ns)
+            _exec(code, ns)
         except _SystemExit as e:
             if not (is_io and e.code in (None, 0)):
                 raise
         if not is_io:
             if spec.get("entry_point"):
                 ns["candidate"] = ns[spec["entry_point"]]
-            exec(test_code, ns)
+            _exec(test_code, ns)
         try:  # noqa: SIM105 (no contextlib: the program may have patched it in this process)
             stdout.flush()
         except BaseException:
