@@ -260,7 +260,8 @@ def test_sleep_past_timeout_holding_children(mode, host):
 
 def test_non_utf8_output(mode, host):
     task = Task(id="bytes", prompt="", io_cases=[{"input": "", "output": "ok\n"}])
-    prog = "import sys\nsys.stdout.buffer.write(b'\\xff\\xfe\\x00ok\\n')\nsys.stderr.buffer.write(b'\\xff\\n')\n"
+    prog = ("import sys\nsys.stdout.buffer.write(b'\\xff\\xfe\\x00ok\\n')\n"
+            "sys.stderr.buffer.write(b'\\xff\\n')\n")
     r = run_tests_batch([(prog, task), ("print('ok')", task)], config(mode))
     assert (r[0].status, r[0].reward) == ("ok", 0.0)
     assert r[1].reward == 1.0
