@@ -84,16 +84,68 @@ def test_two_steps_use_maxk_advantages_and_change_parameters(tiny_model_dir, tmp
     assert any("maxk/advantage_abs_mean" in h for h in trainer.state.log_history)
 
 
-def test_offpolicy_is_refused_when_the_policy_moves_between_passes(tiny_model_dir, tmp_path):
-    with pytest.raises(ValueError, match="num_iterations=1"):
-        make_trainer(tiny_model_dir, tmp_path, cls=MaxKGRPOTrainer, estimator="maxk_offpolicy", k=K)
+class OffPolicyRecorder(RecordingTrainer):
+    """Records, per loss call, each row's id, its (B, T) or () advantage and the ratios TRL will use."""
+
+    def _compute_loss(self, model, inputs):
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+        att = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+        with torch.no_grad():
+            width = inputs["completion_ids"].size(1)
+            logp, _, _ = self._get_per_token_logps_and_entropies(model, ids, att, width)
+        mask = inputs["completion_mask"].bool()
+        token_lr = (logp - inputs["old_per_token_logps"]) * mask
+        for i in range(len(ids)):
+            self.rows.append({"row": int(inputs["maxk_row"][i]), "adv": inputs["advantages"][i].clone(),
+                              "ratio": token_lr[i].exp(), "mask": mask[i], "seq_lr": float(token_lr[i].sum()),
+                              "ids": tuple(inputs["completion_ids"][i][mask[i]].tolist())})
+        return MaxKGRPOTrainer._compute_loss(self, model, inputs)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows = []
 
 
-def test_offpolicy_is_accepted_with_one_step_per_generation(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path, cls=MaxKGRPOTrainer, estimator="maxk_offpolicy", k=K,
-                           args={"num_iterations": 1})
-    r = torch.tensor([[0.0, 0.5, 1.0, 0.25]], dtype=torch.float64)
-    torch.testing.assert_close(trainer.maxk_advantages(r), ADVANTAGES.get("maxk")(r, k=K))  # delta = 0
+def test_offpolicy_is_recomputed_every_pass_and_weights_grad_log_pi_by_rt_prime(tiny_model_dir, tmp_path):
+    torch.manual_seed(0)
+    trainer = make_trainer(tiny_model_dir, tmp_path, cls=OffPolicyRecorder, estimator="maxk_offpolicy", k=K,
+                           args={"learning_rate": 1e-4})
+    trainer.train()
+    gen = trainer.generations[0]
+    rewards = gen["rewards"].double().view(-1, N)
+    first, second = trainer.rows[: 2 * N], trainer.rows[2 * N :]
+    assert len(second) == 2 * N
+    for r in trainer.rows:
+        assert gen["ids"][r["row"]] == r["ids"]  # the row ids survived TRL's shuffle and split
+
+    # pass 1: the policy has not moved (delta = 0), so rt' = rt: plain maxk advantages, one per sequence
+    rt = ADVANTAGES.get("maxk")(rewards, k=K).reshape(-1)
+    for r in first:
+        assert r["adv"].dim() == 0 and abs(float(r["adv"]) - float(rt[r["row"]])) < 1e-5
+        assert abs(r["seq_lr"]) < 1e-4
+
+    # pass 2: rt' from the sequence log-ratios after one optimiser step, as TRL's loss sees them
+    log_ratio = torch.zeros(rewards.numel(), dtype=torch.float64)
+    for r in second:
+        log_ratio[r["row"]] = r["seq_lr"]
+    assert log_ratio.abs().max() > 1e-3  # the policy moved, so the check below can fail
+    rt_prime = ADVANTAGES.get("maxk_offpolicy")(rewards, k=K, log_ratio=log_ratio.view(-1, N)).reshape(-1)
+    assert not torch.allclose(rt_prime, rt, atol=1e-4)
+    for r in second:
+        # TRL multiplies the advantage by its ratio; the product must be rt'_i on every completion token
+        weight = (r["adv"] * r["ratio"])[r["mask"]].double()
+        torch.testing.assert_close(weight, torch.full_like(weight, float(rt_prime[r["row"]])),
+                                   atol=1e-4, rtol=1e-4)
+    assert any("maxk/delta_abs_mean" in h for h in trainer.state.log_history)
+
+
+def test_offpolicy_is_refused_when_the_policy_moves_inside_a_pass(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="steps_per_generation == gradient_accumulation_steps"):
+        make_trainer(tiny_model_dir, tmp_path, cls=MaxKGRPOTrainer, estimator="maxk_offpolicy", k=K,
+                     args={"steps_per_generation": 4})
+    with pytest.raises(ValueError, match="loss_type"):
+        make_trainer(tiny_model_dir, tmp_path, cls=MaxKGRPOTrainer, estimator="maxk_offpolicy", k=K,
+                     args={"loss_type": "cispo"})
 
 
 def test_bad_estimator_settings_fail_at_construction(tiny_model_dir, tmp_path):
