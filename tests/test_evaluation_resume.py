@@ -66,6 +66,12 @@ def test_cut_at_stop():
     assert cut_at_stop("a\n#x\ndef ", ("\ndef ", "\n#")) == "a"
 
 
+def test_command_line_stops_unescape():
+    from maxk.evaluation.cli_eval import unescape
+
+    assert unescape(r"\n```") == "\n```" and unescape(r"a\tb") == "a\tb" and unescape("plain") == "plain"
+
+
 def test_kill_at_any_point_then_resume_is_exact(tmp_path, fake_sampler):
     full = run(tmp_path / "full")
     reference = (tmp_path / "full" / "samples.jsonl").read_bytes()

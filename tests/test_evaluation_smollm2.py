@@ -32,7 +32,7 @@ def test_smollm2_humaneval_subset_best_of_n(smollm2_dir, tmp_path, capsys):
     out = tmp_path / "smollm2-humaneval"
     args = (
         f"eval --model {smollm2_dir} --tasks humaneval --limit 3 --n 8 --max-new-tokens 128 "
-        f"--temperature 0.8 --top-p 0.95 --chat --batch-size 8 --seed 0 --threads 1 --out {out}"
+        f"--temperature 0.8 --top-p 0.95 --chat --chat-stop --batch-size 8 --seed 0 --threads 1 --out {out}"
     ).split()
     assert main(args) == 0
     recs = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]

@@ -47,6 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="HumanEval-style stops: \\ndef, \\nclass, \\nif __name__, \\nprint(, \\n#",
     )
+    a(
+        "--chat-stop",
+        action="store_true",
+        help="stops for chat answers: \\n```, \\nprint(, \\nassert , \\n# Example, \\n# Test, \\nif __name__",
+    )
     a("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
     a("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype")
     a("--device", default=None, help="torch device (default: cpu, or the model's default)")
@@ -70,10 +75,15 @@ def parse_reward_options(items: list[str]) -> dict:
     return out
 
 
+def unescape(text: str) -> str:
+    r"""'\n' and '\t' typed on a command line become a newline and a tab."""
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from maxk.evaluation.sampling import CODEX_STOP, EvalConfig, evaluate_best_of_n
+    from maxk.evaluation.sampling import CHAT_STOP, CODEX_STOP, EvalConfig, evaluate_best_of_n
     from maxk.evaluation.schema import SamplesFormatError
 
     if args.threads:
@@ -81,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         from maxk.rewards import load_tasks
 
-        stop = tuple(args.stop) + (CODEX_STOP if args.codex_stop else ())
+        stop = tuple(unescape(s) for s in args.stop) + (CODEX_STOP if args.codex_stop else ())
+        stop += CHAT_STOP if args.chat_stop else ()
         cfg = EvalConfig(
             n=args.n,
             reward=args.reward,

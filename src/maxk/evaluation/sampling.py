@@ -23,7 +23,9 @@ from maxk.evaluation.metrics import Curves, curves_from_groups
 from maxk.evaluation.resume import append_group, check_or_write_settings, load_completed
 from maxk.evaluation.schema import group_records
 
-CODEX_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+CODEX_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")  # raw-prompt continuation
+# chat answers: end of the fenced block, then the top-level usage examples small models append
+CHAT_STOP = ("\n```", "\nprint(", "\nassert ", "\n# Example", "\n# Test", "\nif __name__")
 
 
 @dataclass(frozen=True)
