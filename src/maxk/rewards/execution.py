@@ -40,7 +40,7 @@ class ExecConfig:
 
     test_timeout_s: float = 3.0
     """Wall-clock limit per test (the harness kills that test's process)."""
-    total_timeout_s: float = 30.0
+    total_timeout_s: float = 10.0
     """Wall-clock limit per program (all its tests); tests not reached count as failed."""
     guard: bool = True
     """Install the harness's audit-hook guard in every test process (see maxk.rewards.harness)."""

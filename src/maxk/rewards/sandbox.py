@@ -20,7 +20,7 @@ system and network; only the harness's audit-hook guard (maxk.rewards.harness; P
 by native code, which it also tries to block) stands between it and them, and a process that escapes its
 session (setsid) could outlive the run. Even with bubblewrap: CPU and memory are limited per process, not
 per sandbox (no cgroups), so many processes can use up to max_processes x memory; kernel exploits and
-side channels are out of scope. RLIMIT_NPROC is not enforced for root outside a user namespace.
+side channels are out of scope. RLIMIT_NPROC is a loose backstop (see SandboxConfig.max_processes).
 """
 
 from __future__ import annotations
@@ -51,8 +51,10 @@ class SandboxConfig:
     """RLIMIT_CPU: CPU seconds per process (SIGXCPU, then SIGKILL)."""
     memory_mb: int = 1024
     """RLIMIT_AS: address space per process, in MiB."""
-    max_processes: int = 64
-    """RLIMIT_NPROC (enforced inside bubblewrap's user namespace and for non-root users)."""
+    max_processes: int = 1024
+    """RLIMIT_NPROC: a backstop only. Linux counts it over all processes and threads of the real user
+    (so a small value breaks runs for a busy non-root user) and does not enforce it for root, even
+    inside bubblewrap. The harness's guard, which refuses fork/exec, is the fork-bomb defence."""
     max_file_mb: int = 16
     """RLIMIT_FSIZE: largest file the program may write (also caps stderr)."""
     max_open_files: int = 64
