@@ -83,8 +83,13 @@ def test_minibatches_hold_whole_groups_and_weights_use_the_current_log_ratio(fre
         assert all(torch.equal(rewards[g], row) for g, row in zip(groups, r))  # whole groups, in order
         rows = torch.tensor([g * n + i for g in groups for i in range(n)])
         with torch.no_grad():
-            logp = token_log_probs(model, ro.prompt_ids[rows], ro.prompt_mask[rows], ro.completion_ids[rows],
-                                   ro.completion_mask[rows])
+            logp = token_log_probs(
+                model,
+                ro.prompt_ids[rows],
+                ro.prompt_mask[rows],
+                ro.completion_ids[rows],
+                ro.completion_mask[rows],
+            )
         current = ((logp - ro.logprobs[rows]) * ro.completion_mask[rows]).sum(-1).view(-1, n)
         calls.append((groups, log_ratio))
         torch.testing.assert_close(log_ratio, current, atol=1e-5, rtol=1e-5)
@@ -92,8 +97,22 @@ def test_minibatches_hold_whole_groups_and_weights_use_the_current_log_ratio(fre
 
     a = AlgorithmConfig(k=2, ppo_epochs=2, minibatch_size=2 * n, micro_batch_size=4)
     optimizer, scheduler = build_optimizer(model, OptimConfig(lr=1e-2), 4)
-    stats = ppo_update(model, optimizer, scheduler, ro, rewards, base(rewards), spy, a, uses_log_ratio=True,
-                       minibatch_size=2 * n, temperature=1.0, max_grad_norm=1.0, length_norm=8.0, seed=0)
+    stats = ppo_update(
+        model,
+        optimizer,
+        scheduler,
+        ro,
+        rewards,
+        base(rewards),
+        advantage_fn=spy,
+        a=a,
+        uses_log_ratio=True,
+        minibatch_size=2 * n,
+        temperature=1.0,
+        max_grad_norm=1.0,
+        length_norm=8.0,
+        seed=0,
+    )
     # 2 passes x 2 minibatches = 4 optimiser steps; the first uses the rollout-time weights (delta = 0)
     assert len(calls) == 3 and all(len(g) == 2 for g, _ in calls)
     assert all(float(lr.abs().max()) > 0 for _, lr in calls)
@@ -121,8 +140,14 @@ def test_offpolicy_loss_gradient_is_sum_of_rt_prime_grad_log_pi(fresh_model, pol
     assert not torch.allclose(adv, ADVANTAGES.get("maxk")(rewards, k=2))  # the deltas matter
 
     a = AlgorithmConfig(k=2, micro_batch_size=5, ratio_level=ratio_level, aggregation="sequence_sum")
-    loss_fn = functools.partial(clipped_surrogate_loss, clip_low=0.2, ratio_level=ratio_level,
-                                aggregation="sequence_sum", weights_include_ratio=True, length_norm=1.0)
+    loss_fn = functools.partial(
+        clipped_surrogate_loss,
+        clip_low=0.2,
+        ratio_level=ratio_level,
+        aggregation="sequence_sum",
+        weights_include_ratio=True,
+        length_norm=1.0,
+    )
     model.zero_grad()
     stats = _accumulate_gradients(model, ro, rows, adv.reshape(-1), loss_fn, None, a, 1.0)
     assert stats["clip_frac"] == 0 and stats["ratio_mean"] != 1.0
@@ -141,8 +166,9 @@ def small_config(model_dir, out_dir, **algorithm) -> Config:
         model=ModelConfig(path=str(model_dir)),
         data=DataConfig(prompts_per_step=2),
         rollout=RolloutConfig(n=4, max_new_tokens=10, batch_size=8),
-        algorithm=AlgorithmConfig(**{"k": 2, "ppo_epochs": 2, "minibatch_size": 4, "micro_batch_size": 4,
-                                     **algorithm}),
+        algorithm=AlgorithmConfig(
+            **{"k": 2, "ppo_epochs": 2, "minibatch_size": 4, "micro_batch_size": 4, **algorithm}
+        ),
         run=RunConfig(output_dir=str(out_dir), steps=2, save_every=1, samples_every=1, progress=False),
     )
 
@@ -155,8 +181,21 @@ def test_two_step_smoke_run_changes_parameters(tiny_model_dir, tmp_path):
     run_dir = train(cfg, tasks=TASKS, reward_fn=letter_reward)
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [1, 2]
-    for key in ("reward_mean", "max@2", "pass@1", "adv_mean", "adv_std", "clip_frac", "approx_kl", "entropy",
-                "grad_norm", "kl_ref", "time/tokens_per_s", "time/step_s", "lr"):
+    for key in (
+        "reward_mean",
+        "max@2",
+        "pass@1",
+        "adv_mean",
+        "adv_std",
+        "clip_frac",
+        "approx_kl",
+        "entropy",
+        "grad_norm",
+        "kl_ref",
+        "time/tokens_per_s",
+        "time/step_s",
+        "lr",
+    ):
         assert key in lines[0], key
     assert any(m["grad_norm"] > 0 for m in lines)
     assert load_config(run_dir / "config.yaml") == cfg
@@ -171,9 +210,20 @@ def test_two_step_smoke_run_changes_parameters(tiny_model_dir, tmp_path):
 
 
 def test_binary_only_estimator_rejects_continuous_rewards(tiny_model_dir, tmp_path):
-    cfg = load_config(None, [f"model.path={tiny_model_dir}", "data.reward=code_tests_binary",
-                             "algorithm.estimator=passk_chen", "algorithm.k=2", "rollout.n=4",
-                             "rollout.max_new_tokens=4", "data.prompts_per_step=1", "run.steps=1",
-                             f"run.output_dir={tmp_path / 'r'}", "run.progress=false"])
+    cfg = load_config(
+        None,
+        [
+            f"model.path={tiny_model_dir}",
+            "data.reward=code_tests_binary",
+            "algorithm.estimator=passk_chen",
+            "algorithm.k=2",
+            "rollout.n=4",
+            "rollout.max_new_tokens=4",
+            "data.prompts_per_step=1",
+            "run.steps=1",
+            f"run.output_dir={tmp_path / 'r'}",
+            "run.progress=false",
+        ],
+    )
     with pytest.raises(ValueError, match="needs 0/1 rewards"):
         train(cfg, tasks=TASKS, reward_fn=letter_reward)

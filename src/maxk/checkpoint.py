@@ -104,6 +104,42 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
     return torch.load(Path(path) / "state.pt", map_location=map_location, weights_only=False)
 
 
+def training_state(step: int, model, optimizer, scheduler, *, lora: bool = False) -> dict[str, Any]:
+    """Everything a resume needs after `step` steps. The data position and the sampling seeds are functions
+    of the step (maxk.trainer.tasks_for_step, step_seed), so the step is the data position.
+    With LoRA only the trainable (adapter) weights are stored; the frozen base comes from model.path."""
+    weights = model.state_dict()
+    if lora:
+        trainable = {name for name, q in model.named_parameters() if q.requires_grad}
+        weights = {name: v for name, v in weights.items() if name in trainable}
+    return {
+        "step": step,
+        "model": weights,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_states(),
+    }
+
+
+def restore(state: dict[str, Any], model, optimizer, scheduler) -> int:
+    """Load a `training_state` into the live objects; returns the step to continue from."""
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    if unexpected:
+        raise ValueError(f"checkpoint has weights the model lacks: {unexpected[:5]}; wrong model.path?")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng_states(state["rng"])
+    return int(state["step"])
+
+
+def save_final_model(model, tokenizer, path: Path) -> None:
+    """The trained model as a Hugging Face directory (LoRA adapters merged into the base)."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The run's logs: metrics.jsonl, samples.jsonl, TensorBoard events, progress bar
 # ----------------------------------------------------------------------------------------------------------

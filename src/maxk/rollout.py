@@ -214,3 +214,16 @@ def generate_rollouts(
         entropy=entropy,
         num_tokens=int(completion_mask.sum()),
     )
+
+
+def rollout_log_probs(model, ro: Rollouts, rows: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    """`token_log_probs` of the rows `rows` (1-D long) of `ro` under `model`: (len(rows), T)."""
+    r = rows.to(ro.completion_ids.device)
+    return token_log_probs(
+        model,
+        ro.prompt_ids[r],
+        ro.prompt_mask[r],
+        ro.completion_ids[r],
+        ro.completion_mask[r],
+        temperature=temperature,
+    )

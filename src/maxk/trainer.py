@@ -32,104 +32,80 @@ from maxk.checkpoint import (
     RunOutputs,
     latest_checkpoint,
     load_checkpoint,
-    restore_rng_states,
-    rng_states,
+    restore,
     save_checkpoint,
+    save_final_model,
+    training_state,
 )
 from maxk.config import AlgorithmConfig, Config, ModelConfig, OptimConfig, save_config
 from maxk.estimators import max_at_k
 from maxk.losses import clipped_surrogate_loss, kl_penalty
-from maxk.rollout import Rollouts, generate_rollouts, token_log_probs
+from maxk.rollout import Rollouts, generate_rollouts, rollout_log_probs
 
 RewardFn = Any  # (completions: list[str], tasks: list[Task]) -> list[float], one task per completion
 
 
-def train(
-    config: Config, *, resume: bool = False, tasks=None, reward_fn: RewardFn = None, eval_fn=None
-) -> Path:
-    """Train `config.model.path` with the configured estimator; returns the run directory.
+# fmt: off
+def train(config: Config, *, resume: bool = False, tasks=None, reward_fn: RewardFn = None, eval_fn=None):
+    """Train `config.model.path` with the configured estimator; returns the run directory (a Path).
 
     resume: continue from the newest checkpoint in config.run.output_dir (a fresh start if there is none);
     metrics after the resume equal those of an uninterrupted run. tasks: a list of `Task` instead of
     loading config.data.tasks. reward_fn: a callable instead of the configured reward (tests, custom
     rewards). eval_fn(model, tokenizer, step) -> dict of numbers replaces the held-out evaluation.
     """
-    run_dir = Path(config.run.output_dir)
+    c, a, run = config, config.algorithm, config.run
+    run_dir = Path(run.output_dir)
     _check_run_dir(run_dir, resume)
-    torch.manual_seed(config.run.seed)
-    model, tokenizer = load_policy(config.model)
-    reference = reference_model(model, config) if config.algorithm.kl_beta > 0 else None
-    tasks = (
-        tasks
-        if tasks is not None
-        else _load_tasks(config.data.tasks, config.data.split, config.data.max_tasks)
-    )
-    reward_fn = reward_fn or configured_reward(config.data.reward, config.data.reward_options)
-    eval_fn = eval_fn or configured_evaluation(config)
-    a = config.algorithm
-    advantage_fn = ADVANTAGES.bind(a.estimator, k=a.k, **a.estimator_options)
-    updates = config.run.steps * a.ppo_epochs * (config.batch_size // config.minibatch_size)
-    optimizer, scheduler = build_optimizer(model, config.optim, updates)
+    torch.manual_seed(run.seed)
+    model, tokenizer = load_policy(c.model)
+    tasks = _load_tasks(c.data.tasks, c.data.split, c.data.max_tasks) if tasks is None else tasks
+    reward_fn = reward_fn or configured_reward(c.data.reward, c.data.reward_options)
+    eval_fn = eval_fn or configured_evaluation(c)
+    # bind the configuration to the four parts once
+    rollout = functools.partial(
+        generate_rollouts, model, tokenizer, n=c.rollout.n, temperature=c.rollout.temperature,
+        top_p=c.rollout.top_p, max_new_tokens=c.rollout.max_new_tokens, batch_size=c.rollout.batch_size)
+    reward = functools.partial(score_rollouts, reward_fn, binary=a.estimator in BINARY_ONLY)
+    advantage = ADVANTAGES.bind(a.estimator, k=a.k, **a.estimator_options)
+    updates = run.steps * a.ppo_epochs * (c.batch_size // c.minibatch_size)
+    optimizer, scheduler = build_optimizer(model, c.optim, updates)
+    update = functools.partial(
+        ppo_update, model, optimizer, scheduler, advantage_fn=advantage, a=a,
+        uses_log_ratio=a.estimator in USES_LOG_RATIO, minibatch_size=c.minibatch_size,
+        reference=reference_model(model, c) if a.kl_beta > 0 else None, temperature=c.rollout.temperature,
+        max_grad_norm=c.optim.max_grad_norm, length_norm=c.rollout.max_new_tokens)
 
-    start = 0
     ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        start = restore(load_checkpoint(ckpt), model, optimizer, scheduler)
+    start = restore(load_checkpoint(ckpt), model, optimizer, scheduler) if ckpt is not None else 0
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     out = RunOutputs(run_dir, config, start_step=start)
-
-    for step in range(start, config.run.steps):
+    for step in range(start, run.steps):
         t0 = time.perf_counter()
-        batch = tasks_for_step(
-            tasks, step, config.data.prompts_per_step, config.run.seed, config.data.shuffle
-        )
-        rollouts = generate_rollouts(  # 1. rollout
-            model,
-            tokenizer,
-            [t.prompt for t in batch],
-            n=config.rollout.n,
-            temperature=config.rollout.temperature,
-            top_p=config.rollout.top_p,
-            max_new_tokens=config.rollout.max_new_tokens,
-            batch_size=config.rollout.batch_size,
-            seed=step_seed(config.run.seed, step),
-        )
+        batch = tasks_for_step(tasks, step, c.data.prompts_per_step, run.seed, c.data.shuffle)
+        rollouts = rollout([t.prompt for t in batch], seed=step_seed(run.seed, step))  # 1. rollout
         t1 = time.perf_counter()
-        rewards = score_rollouts(reward_fn, rollouts, batch, a.estimator in BINARY_ONLY)  # 2. reward
+        rewards = reward(rollouts, batch)                                               # 2. reward
         t2 = time.perf_counter()
-        advantages = advantage_fn(rewards)  # 3. advantage
-        stats = ppo_update(  # 4. update
-            model,
-            optimizer,
-            scheduler,
-            rollouts,
-            rewards,
-            advantages,
-            advantage_fn,
-            a,
-            uses_log_ratio=a.estimator in USES_LOG_RATIO,
-            reference=reference,
-            minibatch_size=config.minibatch_size,
-            temperature=config.rollout.temperature,
-            max_grad_norm=config.optim.max_grad_norm,
-            length_norm=config.rollout.max_new_tokens,
-            seed=step_seed(config.run.seed, step),
-        )
+        advantages = advantage(rewards)                                                 # 3. advantage
+        stats = update(rollouts, rewards, advantages, seed=step_seed(run.seed, step))  # 4. update
         t3 = time.perf_counter()
+
         metrics = step_metrics(rollouts, rewards, advantages, a.k, stats)
-        metrics.update(time_metrics(rollouts.num_tokens, t0, t1, t2, t3, config.algorithm.ppo_epochs))
+        metrics.update(time_metrics(rollouts.num_tokens, t0, t1, t2, t3, a.ppo_epochs))
         metrics["lr"] = scheduler.get_last_lr()[0]
-        if eval_fn is not None and _due(step + 1, config.eval.every, config.run.steps):
+        if eval_fn is not None and _due(step + 1, c.eval.every, run.steps):
             metrics.update(eval_fn(model, tokenizer, step + 1))
         out.log(step + 1, metrics, rollouts, rewards, batch)
-        if _due(step + 1, config.run.save_every, config.run.steps):
-            state = checkpoint_state(step + 1, model, optimizer, scheduler, config)
-            save_checkpoint(run_dir, step + 1, state, keep=config.run.keep_checkpoints)
+        if _due(step + 1, run.save_every, run.steps):
+            state = training_state(step + 1, model, optimizer, scheduler, lora=c.model.lora_rank > 0)
+            save_checkpoint(run_dir, step + 1, state, keep=run.keep_checkpoints)
     out.close()
-    if config.run.save_final_model:
+    if run.save_final_model:
         save_final_model(model, tokenizer, run_dir / "final_model")
     return run_dir
+# fmt: on
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -142,9 +118,9 @@ def ppo_update(
     ro: Rollouts,
     rewards,
     advantages,
+    *,
     advantage_fn,
     a: AlgorithmConfig,
-    *,
     uses_log_ratio: bool,
     reference=None,
     minibatch_size: int,
@@ -185,16 +161,14 @@ def ppo_update(
             if uses_log_ratio and moved:
                 log_ratio = _sequence_log_ratio(model, ro, rows, temperature, a.micro_batch_size)
                 adv = advantage_fn(rewards[groups], log_ratio=log_ratio.view(-1, n))
-            step_stats = _accumulate_gradients(
-                model, ro, rows, adv.reshape(-1), loss_fn, ref_logp, a, temperature
-            )
+            stats = _accumulate_gradients(model, ro, rows, adv.reshape(-1), loss_fn, ref_logp, a, temperature)
             limit = max_grad_norm if max_grad_norm > 0 else math.inf
-            step_stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(_trainable(model), limit))
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(_trainable(model), limit))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             moved = True
-            for key, v in step_stats.items():
+            for key, v in stats.items():
                 totals[key] = totals.get(key, 0.0) + v
     steps = a.ppo_epochs * math.ceil(p / groups_per_mb)
     return {key: v / steps for key, v in totals.items()}
@@ -205,26 +179,16 @@ def _accumulate_gradients(
 ) -> dict[str, float]:
     """Backward over the micro-batches of one minibatch (losses normalised by the minibatch's totals)."""
     device = ro.completion_ids.device
-    mask = ro.completion_mask[rows]
-    totals = {"num_tokens": mask.sum().clamp(min=1), "num_sequences": len(rows)}
+    totals = {"num_tokens": ro.completion_mask[rows].sum().clamp(min=1), "num_sequences": len(rows)}
     stats = {"loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "ratio_mean": 0.0}
     if ref_logp is not None:
         stats["kl_ref"] = 0.0
-    n_tok = float(totals["num_tokens"])
     for m0 in range(0, len(rows), a.micro_batch_size):
         r = rows[m0 : m0 + a.micro_batch_size].to(device)
-        logp = token_log_probs(
-            model,
-            ro.prompt_ids[r],
-            ro.prompt_mask[r],
-            ro.completion_ids[r],
-            ro.completion_mask[r],
-            temperature=temperature,
-        )
+        logp = rollout_log_probs(model, ro, r, temperature=temperature)
         cmask = ro.completion_mask[r]
-        loss, st = loss_fn(
-            logp, ro.logprobs[r], adv_rows[m0 : m0 + a.micro_batch_size].to(device), cmask, **totals
-        )
+        adv = adv_rows[m0 : m0 + a.micro_batch_size].to(device)
+        loss, st = loss_fn(logp, ro.logprobs[r], adv, cmask, **totals)
         if ref_logp is not None:
             kl = kl_penalty(
                 logp,
@@ -237,7 +201,7 @@ def _accumulate_gradients(
             loss = loss + a.kl_beta * kl
             stats["kl_ref"] += float(kl.detach())
         loss.backward()
-        weight = float(cmask.sum()) / n_tok  # stats are token means per micro-batch
+        weight = float(cmask.sum() / totals["num_tokens"])  # stats are token means per micro-batch
         stats["loss"] += float(loss.detach())
         for key in ("clip_frac", "approx_kl", "ratio_mean"):
             stats[key] += float(st[key]) * weight
@@ -250,14 +214,7 @@ def _sequence_log_ratio(model, ro: Rollouts, rows, temperature: float, micro: in
     out = []
     for m0 in range(0, len(rows), micro):
         r = rows[m0 : m0 + micro].to(ro.completion_ids.device)
-        logp = token_log_probs(
-            model,
-            ro.prompt_ids[r],
-            ro.prompt_mask[r],
-            ro.completion_ids[r],
-            ro.completion_mask[r],
-            temperature=temperature,
-        )
+        logp = rollout_log_probs(model, ro, r, temperature=temperature)
         out.append(((logp - ro.logprobs[r]) * ro.completion_mask[r]).sum(-1))
     return torch.cat(out).cpu()
 
@@ -268,21 +225,14 @@ def _reference_log_probs(reference, ro: Rollouts, micro: int, temperature: float
     if reference is None:
         return None
     model, context = reference
-    out = []
+    rows = torch.arange(ro.completion_ids.shape[0])
     with context():
-        for m0 in range(0, ro.completion_ids.shape[0], micro):
-            s = slice(m0, m0 + micro)
-            out.append(
-                token_log_probs(
-                    model,
-                    ro.prompt_ids[s],
-                    ro.prompt_mask[s],
-                    ro.completion_ids[s],
-                    ro.completion_mask[s],
-                    temperature=temperature,
-                )
-            )
-    return torch.cat(out)
+        return torch.cat(
+            [
+                rollout_log_probs(model, ro, rows[m0 : m0 + micro], temperature=temperature)
+                for m0 in range(0, len(rows), micro)
+            ]
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -308,15 +258,13 @@ def load_policy(m: ModelConfig):
     if m.lora_rank > 0:
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=m.lora_rank,
-                lora_alpha=m.lora_alpha,
-                task_type="CAUSAL_LM",
-                target_modules=list(m.lora_target_modules),
-            ),
+        lora = LoraConfig(
+            r=m.lora_rank,
+            lora_alpha=m.lora_alpha,
+            target_modules=list(m.lora_target_modules),
+            task_type="CAUSAL_LM",
         )
+        model = get_peft_model(model, lora)
     return model, tokenizer
 
 
@@ -373,7 +321,7 @@ def tasks_for_step(tasks: list, step: int, per_step: int, seed: int, shuffle: bo
     return out
 
 
-def score_rollouts(reward_fn, ro: Rollouts, batch: list, binary: bool) -> torch.Tensor:
+def score_rollouts(reward_fn, ro: Rollouts, batch: list, *, binary: bool = False) -> torch.Tensor:
     """(P, N) float32 rewards of the completions, task p for the N samples of prompt p."""
     p, n = ro.shape
     flat = reward_fn([t for row in ro.texts for t in row], [task for task in batch for _ in range(n)])
@@ -465,37 +413,6 @@ def time_metrics(tokens: int, t0: float, t1: float, t2: float, t3: float, epochs
         "time/update_tokens_per_s": tokens * epochs / max(t3 - t2, 1e-9),
         "tokens": float(tokens),
     }
-
-
-def checkpoint_state(step: int, model, optimizer, scheduler, config: Config) -> dict[str, Any]:
-    trainable = {name for name, q in model.named_parameters() if q.requires_grad}
-    weights = model.state_dict()
-    if config.model.lora_rank > 0:  # the frozen base comes from model.path again
-        weights = {name: v for name, v in weights.items() if name in trainable}
-    return {
-        "step": step,
-        "model": weights,
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng_states(),
-        "data_position": {"prompts_seen": step * config.data.prompts_per_step},
-    }
-
-
-def restore(state: dict[str, Any], model, optimizer, scheduler) -> int:
-    """Load a checkpoint's state into the live objects; returns the step to continue from."""
-    model.load_state_dict(state["model"], strict=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    restore_rng_states(state["rng"])
-    return int(state["step"])
-
-
-def save_final_model(model, tokenizer, path: Path) -> None:
-    if hasattr(model, "merge_and_unload"):  # LoRA: save a plain model with the adapters merged in
-        model = model.merge_and_unload()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
 
 
 def _due(step: int, every: int, last: int) -> bool:
