@@ -165,7 +165,8 @@ def main() -> int:
             results[name] = json.loads(line[-1][7:])
     m, t = results["maxk"], results["trl"]
     print(f"device={a.device} model=Qwen2 hidden={a.hidden} layers={a.layers} P={a.prompts} N={a.n} "
-          f"max_new_tokens={a.max_new_tokens} ppo_iterations=1 steps={a.steps} (median of steps 2..{a.steps}), "
+          f"max_new_tokens={a.max_new_tokens} ppo_iterations=1 steps={a.steps} "
+          f"(median of steps 2..{a.steps}), "
           f"torch threads={os.environ.get('OMP_NUM_THREADS', 'default')}")
     print("| trainer | s / step | rollout s | update s | rollout tok/s | update tok/s | tokens/s | peak MB |")
     print("|---|---|---|---|---|---|---|---|")

@@ -43,6 +43,9 @@ def test_shapes_row_order_and_masks(model_and_tokenizer):
     assert (ro.logprobs[~m] == 0).all() and (ro.entropy[~m] == 0).all()
     assert (ro.logprobs[m] <= 0).all() and (ro.entropy[m] > 0).all()
     assert ro.num_tokens == int(m.sum())
+    has_eos = (ro.completion_ids == tok.eos_token_id).any(1)
+    assert torch.equal(ro.finished, has_eos)
+    assert (ro.completion_mask[~ro.finished].sum(1) == ro.completion_ids.shape[1]).all()
     # the mask is a prefix that ends at the first EOS
     assert torch.equal(ro.completion_mask, completion_mask_from_ids(ro.completion_ids, tok.eos_token_id))
     # texts are the decoded masked completions

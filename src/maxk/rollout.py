@@ -28,6 +28,7 @@ class Rollouts:
     logprobs: (B, T) float32, log pi_behaviour(token) under the temperature-scaled model; 0 where masked.
     entropy: (B, T) float32, entropy of the temperature-scaled next-token distribution; 0 where masked.
     num_tokens: total completion tokens generated (completion_mask.sum()).
+    finished: (B,) bool, True where the completion ended with EOS (False: cut at max_new_tokens).
     """
 
     texts: list[list[str]]
@@ -38,6 +39,7 @@ class Rollouts:
     logprobs: torch.Tensor
     entropy: torch.Tensor
     num_tokens: int
+    finished: torch.Tensor | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -193,7 +195,9 @@ def generate_rollouts(
             logits = torch.stack(out.logits, dim=1)  # (b, T, V) raw, before temperature/top-p
             logp, ent = log_probs_and_entropy(logits, completion, temperature)
             cmask = completion_mask_from_ids(completion, eos)
-            chunks.append((completion, cmask, logp * cmask, ent * cmask))
+            ended = cmask.sum(1) < completion.shape[1]
+            ended |= torch.isin(completion[:, -1], torch.as_tensor(eos, device=device).reshape(-1))
+            chunks.append((completion, cmask, logp * cmask, ent * cmask, ended))
     model.train(was_training)
 
     width = max(c[0].shape[1] for c in chunks)
@@ -213,6 +217,7 @@ def generate_rollouts(
         logprobs=logprobs,
         entropy=entropy,
         num_tokens=int(completion_mask.sum()),
+        finished=torch.cat([c[4] for c in chunks]),
     )
 
 

@@ -256,6 +256,8 @@ def load_policy(m: ModelConfig):
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     if m.lora_rank > 0:
+        if m.gradient_checkpointing:  # frozen embeddings: checkpointed blocks need inputs that require grad
+            model.enable_input_require_grads()
         from peft import LoraConfig, get_peft_model
 
         lora = LoraConfig(
@@ -396,7 +398,7 @@ def step_metrics(ro: Rollouts, rewards, advantages, k: int, stats: dict) -> dict
         "adv_zero_frac": float((advantages == 0).float().mean()),
         "entropy": float((ro.entropy * m).sum() / m.sum().clamp(min=1)),
         "completion_len": float(lengths.mean()),
-        "truncated_frac": float((ro.completion_mask[:, -1] == 1).float().mean()),
+        "truncated_frac": float((~ro.finished).float().mean()),
         **stats,
     }
 
