@@ -38,6 +38,7 @@ def test_unknown_keys_go_to_meta_and_aliases_map():
     (dict(id="a", prompt=3), "prompt must be a string"),
     (dict(id="a", prompt="p", tests="assert x"), "list of strings"),
     (dict(id="a", prompt="p", io_cases=[{"input": "1"}]), "'input' and 'output'"),
+    (dict(id="a", prompt="p", io_cases=[{"input": "1", "output": 2}]), "must be strings"),
 ])
 def test_schema_errors_say_what_is_wrong(bad, match):
     with pytest.raises(ValueError, match=match):

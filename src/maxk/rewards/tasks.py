@@ -60,6 +60,8 @@ class Task:
         for case in self.io_cases:
             if not isinstance(case, dict) or not {"input", "output"} <= set(case):
                 raise ValueError(f"task {self.id!r}: each io_case needs 'input' and 'output', got {case!r}")
+            if not (isinstance(case["input"], str) and isinstance(case["output"], str)):
+                raise ValueError(f"task {self.id!r}: io_case input and output must be strings, got {case!r}")
 
     @property
     def n_tests(self) -> int:
