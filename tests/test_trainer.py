@@ -199,7 +199,7 @@ def test_two_step_smoke_run_changes_parameters(tiny_model_dir, tmp_path):
         assert key in lines[0], key
     assert any(m["grad_norm"] > 0 for m in lines)
     assert load_config(run_dir / "config.yaml") == cfg
-    assert len((run_dir / "samples.jsonl").read_text().splitlines()) == 2 * cfg.run.samples_per_log
+    assert len((run_dir / "completions.jsonl").read_text().splitlines()) == 2 * cfg.run.samples_per_log
     assert (run_dir / "checkpoints" / "latest").read_text() == "step_000002"
     before = load_model_and_tokenizer(str(tiny_model_dir))[0].state_dict()
     after = load_model_and_tokenizer(str(run_dir / "final_model"))[0].state_dict()

@@ -103,8 +103,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_model_dir, tmp_pa
     assert [m["step"] for m in b] == [1, 2, 3, 4, 5, 6]
     assert a == b  # exact: same floats, not approximately
     assert any(m["grad_norm"] > 0 for m in a) and len({m["reward_mean"] for m in a}) > 1
-    assert (tmp_path / "full" / "samples.jsonl").read_text() == (
-        tmp_path / "crashed" / "samples.jsonl"
+    assert (tmp_path / "full" / "completions.jsonl").read_text() == (
+        tmp_path / "crashed" / "completions.jsonl"
     ).read_text()
 
 
@@ -152,8 +152,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tiny_model_dir, tmp_pa
     assert [m["step"] for m in b] == [1, 2, 3, 4, 5, 6]
     assert a == b  # exact: same floats, not approximately
     assert any(m["grad_norm"] > 0 for m in a) and len({m["reward_mean"] for m in a}) > 1
-    samples_a = (full / "samples.jsonl").read_text()
-    assert samples_a == (killed / "samples.jsonl").read_text()
+    samples_a = (full / "completions.jsonl").read_text()
+    assert samples_a == (killed / "completions.jsonl").read_text()
 
 
 def test_cli_train_subprocess_then_resume_to_more_steps(tiny_model_dir, tmp_path):

@@ -141,7 +141,7 @@ def save_final_model(model, tokenizer, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The run's logs: metrics.jsonl, samples.jsonl, TensorBoard events, progress bar
+# The run's logs: metrics.jsonl, completions.jsonl, TensorBoard events, progress bar
 # ----------------------------------------------------------------------------------------------------------
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     """Keep the records with step <= last_step (and drop a half-written last line) after a resume."""
@@ -158,9 +158,9 @@ def _truncate_jsonl(path: Path, last_step: int) -> None:
 
 
 class RunOutputs:
-    """Appends one JSON line per step to metrics.jsonl (and some completions to samples.jsonl), mirrors the
-    numbers to TensorBoard when it is installed, and shows a tqdm bar. On resume the records after the
-    checkpoint's step are dropped first, so the files end as those of an uninterrupted run.
+    """Appends one JSON line per step to metrics.jsonl (and some completions to completions.jsonl),
+    mirrors the numbers to TensorBoard when it is installed, and shows a tqdm bar. On resume the records
+    after the checkpoint's step are dropped first, so the files end as those of an uninterrupted run.
     Logging only: nothing here feeds back into training.
     """
 
@@ -170,10 +170,10 @@ class RunOutputs:
         self.dir = Path(run_dir)
         self.run = config.run
         self.key = f"max@{config.algorithm.k}"
-        for name in ("metrics.jsonl", "samples.jsonl"):
+        for name in ("metrics.jsonl", "completions.jsonl"):
             _truncate_jsonl(self.dir / name, start_step)
         self.metrics = open(self.dir / "metrics.jsonl", "a")  # noqa: SIM115 (closed in close())
-        self.samples = open(self.dir / "samples.jsonl", "a")  # noqa: SIM115
+        self.samples = open(self.dir / "completions.jsonl", "a")  # noqa: SIM115
         self.tb = None
         if self.run.tensorboard:
             try:

@@ -125,7 +125,7 @@ class RunConfig:
     seed: int = _f(0, "one seed for data order, sampling and initialisation of the trainer")
     save_every: int = _f(50, "checkpoint every this-many steps (and at the end); 0 = only at the end")
     keep_checkpoints: int = _f(2, "how many recent checkpoints to keep")
-    samples_every: int = _f(10, "write completions to samples.jsonl every this-many steps (0 = never)")
+    samples_every: int = _f(10, "write completions to completions.jsonl every this-many steps (0 = never)")
     samples_per_log: int = _f(4, "how many completions to write each time")
     tensorboard: bool = _f(True, "write TensorBoard events when tensorboard is installed")
     progress: bool = _f(True, "show a tqdm progress bar")

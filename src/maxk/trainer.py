@@ -12,7 +12,7 @@ For estimators in USES_LOG_RATIO (off-policy max@k) step 3 is redone inside the 
 minibatch once the parameters have moved, from the current sequence log-ratio of every sample of each
 group (MATH.md section 3); the loss then carries the weights as they are (weights_include_ratio), so its
 gradient is sum_i A_i grad log pi_theta(y_i) before clipping engages.
-Run outputs (metrics.jsonl, samples.jsonl, TensorBoard, checkpoints) are written by maxk.checkpoint.
+Run outputs (metrics.jsonl, completions.jsonl, TensorBoard, checkpoints) are written by maxk.checkpoint.
 """
 
 from __future__ import annotations
