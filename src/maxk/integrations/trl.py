@@ -108,8 +108,10 @@ class MaxKGRPOTrainer(GRPOTrainer):
         output = super()._generate_and_score_completions(inputs)
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        weights = self.reward_weights.to(self._maxk_rewards_per_func.device)
-        rewards = (self._maxk_rewards_per_func * weights.unsqueeze(0)).sum(dim=1)
+        per_func = self._maxk_rewards_per_func
+        # TRL's sum over reward functions: nansum (a function may skip a row), NaN when all skipped it
+        rewards = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(per_func).all(dim=1)] = torch.nan
         all_advantages = self.maxk_group_advantages(rewards, num_generations)
 
         local = len(output["advantages"])
