@@ -196,7 +196,7 @@ def _communicate(argv, cwd, stdin, err, config, level) -> ProcessResult:
     out, truncated, timed_out = bytearray(), False, False
     deadline = start + config.timeout_s
     try:
-        _feed(proc, stdin)
+        _feed(proc, stdin, deadline)
         fd = proc.stdout.fileno()
         while True:
             remaining = deadline - time.monotonic()
@@ -229,16 +229,15 @@ def _communicate(argv, cwd, stdin, err, config, level) -> ProcessResult:
                          duration_s=time.monotonic() - start, isolation=level)
 
 
-def _feed(proc: subprocess.Popen, data: bytes) -> None:
-    """Write stdin and close it; a child that dies or stops reading must not block us."""
+def _feed(proc: subprocess.Popen, data: bytes, deadline: float) -> None:
+    """Write stdin and close it; a child that dies or stops reading must not block us past `deadline`."""
     try:
         if len(data) <= 60000:  # fits the pipe buffer: never blocks
             proc.stdin.write(data)
         else:
             os.set_blocking(proc.stdin.fileno(), False)
             view = memoryview(data)
-            end = time.monotonic() + 5.0
-            while view and time.monotonic() < end:
+            while view and time.monotonic() < deadline:
                 _, ready, _ = select.select([], [proc.stdin], [], 0.1)
                 if ready:
                     view = view[os.write(proc.stdin.fileno(), view[:65536]):]
