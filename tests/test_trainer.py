@@ -227,3 +227,66 @@ def test_binary_only_estimator_rejects_continuous_rewards(tiny_model_dir, tmp_pa
     )
     with pytest.raises(ValueError, match="needs 0/1 rewards"):
         train(cfg, tasks=TASKS, reward_fn=letter_reward)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["model.lora_rank=4", "model.gradient_checkpointing=true", "algorithm.kl_beta=0.1"],
+        ["algorithm.ratio_level=sequence", "algorithm.aggregation=sequence_sum", "optim.schedule=linear"],
+        ["algorithm.estimator=grpo", "algorithm.clip_eps_high=0.28", "algorithm.aggregation=sequence_mean"],
+    ],
+)
+def test_option_combinations_train_and_resume(tiny_model_dir, tmp_path, extra):
+    base = [
+        f"model.path={tiny_model_dir}",
+        f"run.output_dir={tmp_path / 'r'}",
+        "run.steps=2",
+        "run.save_every=1",
+        "run.progress=false",
+        "data.prompts_per_step=2",
+        "rollout.n=4",
+        "rollout.max_new_tokens=8",
+        "algorithm.k=2",
+        "algorithm.ppo_epochs=2",
+        "algorithm.minibatch_size=4",
+        "optim.lr=1e-2",
+    ]
+    run_dir = train(load_config(None, [*base, *extra]), tasks=TASKS, reward_fn=letter_reward)
+    train(
+        load_config(run_dir / "config.yaml", ["run.steps=3"]),
+        resume=True,
+        tasks=TASKS,
+        reward_fn=letter_reward,
+    )
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and any(r["grad_norm"] > 0 for r in rows)
+    assert (run_dir / "final_model" / "config.json").exists()
+
+
+@pytest.mark.gpu
+def test_two_steps_on_cuda_in_bfloat16(tiny_model_dir, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cfg = load_config(
+        None,
+        [
+            f"model.path={tiny_model_dir}",
+            f"run.output_dir={tmp_path / 'r'}",
+            "run.steps=2",
+            "run.progress=false",
+            "model.device=cuda",
+            "model.dtype=bfloat16",
+            "data.prompts_per_step=2",
+            "rollout.n=4",
+            "rollout.max_new_tokens=8",
+            "algorithm.k=2",
+            "algorithm.ppo_epochs=2",
+            "algorithm.minibatch_size=4",
+            "algorithm.kl_beta=0.05",
+        ],
+    )
+    run_dir = train(cfg, tasks=TASKS, reward_fn=letter_reward)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["grad_norm"] == r["grad_norm"] for r in rows)  # not NaN
