@@ -110,3 +110,29 @@ def test_prepare_data_split_is_seeded():
     a, b = prepare.split_tasks(tasks, 0.2, seed=3), prepare.split_tasks(tasks, 0.2, seed=3)
     assert a == b and len(a[1]) == 10 and sorted(a[0] + a[1]) == tasks
     assert prepare.split_tasks(tasks, 0.2, seed=4) != a
+
+
+def test_prepared_data_loads_in_verls_dataset_and_scores(recipe_config, tiny_model_dir, tmp_path):
+    from hydra import compose, initialize_config_dir
+    from transformers import AutoTokenizer
+    from verl.utils.dataset.rl_dataset import RLHFDataset
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    tokenizer.chat_template = (  # the tiny tokenizer has none; verl applies one to count prompt tokens
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    assert load_prepare_data().main(["--tasks", str(TASKS), "--out", str(tmp_path)]) == 0
+    with initialize_config_dir(config_dir=str(RECIPE / "config"), version_base=None):
+        cfg = compose("maxk_codecontests", overrides=[f"++data.cache_dir={tmp_path / 'cache'}"])
+    data = RLHFDataset(data_files=str(tmp_path / "train.parquet"), tokenizer=tokenizer, config=cfg.data)
+    assert len(data) == 5  # 6 tasks, round(0.1 * 6) = 1 held out; none longer than 512 tokens
+    rows = [data[i] for i in range(len(data))]
+    code = [(r, task_of(r["reward_model"]["ground_truth"])) for r in rows]
+    code = [(r, t) for r, t in code if t.reference and t.n_tests]
+    assert code, "the example task file has code tasks with reference solutions"
+    for row, task in code:
+        assert row["raw_prompt"] == [{"role": "user", "content": task.prompt}]
+        gt = row["reward_model"]["ground_truth"]
+        score = compute_score(row["data_source"], f"```python\n{task.reference}\n```", gt, row["extra_info"])
+        assert score == {"score": 1.0, "passed": float(task.n_tests), "total": float(task.n_tests)}
