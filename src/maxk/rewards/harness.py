@@ -160,8 +160,11 @@ def _child(code, test_code, item, spec, result_w, token, in_fd, out_fd, workdir)
             if not (is_io and e.code in (None, 0)):
                 raise
         if not is_io:
-            if spec.get("entry_point"):
-                ns["candidate"] = ns[spec["entry_point"]]
+            entry = spec.get("entry_point")
+            if entry:
+                if entry not in ns:
+                    raise NameError(entry)
+                ns["candidate"] = ns[entry]
             _exec(test_code, ns)
         try:  # noqa: SIM105 (no contextlib: the program may have patched it in this process)
             stdout.flush()
