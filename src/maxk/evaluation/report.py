@@ -117,6 +117,9 @@ def compare_markdown(runs: list[Curves]) -> str:
             f"{fmt(s['mean_entropy'], 2)} | {fmt(s['distinct_rewards'], 1)} |"
         )
     notes = [f"{r.label}: {n}" for r in runs for n in r.notes]
+    dropped = sorted({k for r in runs for k in r.ks} - set(ks))
+    if dropped:
+        notes.append(f"k = {', '.join(map(str, dropped))} left out: not computed for every run (pass --k)")
     for r in runs[1:]:
         shared = len(set(ref.task_ids) & set(r.task_ids))
         if shared < max(len(ref.task_ids), len(r.task_ids)):
