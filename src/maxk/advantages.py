@@ -44,9 +44,11 @@ USES_LOG_RATIO = frozenset({"maxk_offpolicy", "maxk_offpolicy_exact"})
 # ----------------------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------------------
-def _checked(rewards, k=None, *, lo: int = 1, hi_drop: int = 0, what: str = "max@k"):
-    """(rewards as a checked (P, N) float tensor, k as an int or None); hi = N - hi_drop."""
-    r = check_rewards(torch.as_tensor(rewards), rank=2)
+def _checked(rewards, k=None, *, lo: int = 1, hi_drop: int = 0, what: str = "max@k", sorts: bool = False):
+    """(rewards as a checked (P, N) float tensor, k as an int or None); hi = N - hi_drop.
+
+    sorts=True: the estimator sorts, and the sort checks for NaN/inf (cheaper than a separate scan)."""
+    r = check_rewards(torch.as_tensor(rewards), rank=2, finite=not sorts)
     if k is not None:
         k = check_k(k, r.shape[-1], lo=lo, hi=r.shape[-1] - hi_drop, what=what)
     return r, k
@@ -93,14 +95,14 @@ def maxk_advantages(rewards, *, k: int, log_ratio=None):
 
     E[(1/N) sum_i A_i grad log pi(y_i)] = grad max@k. k = 1 gives A = r. 1 <= k <= N. (P, N) -> (P, N).
     """
-    r, k = _checked(rewards, k)
-    return r.shape[-1] * maxk_reward_transform(r, k)
+    r, k = _checked(rewards, k, sorts=True)
+    return maxk_reward_transform(r, k, scale=r.shape[-1])
 
 
 @ADVANTAGES.register("maxk_loo")
 def maxk_loo_advantages(rewards, *, k: int, log_ratio=None):
     """A_i = N * rt_i - k * max@k_hat(rewards without i): unbiased (the baseline ignores y_i). k <= N-1."""
-    r, k = _checked(rewards, k, hi_drop=1, what="maxk_loo")
+    r, k = _checked(rewards, k, hi_drop=1, what="maxk_loo", sorts=True)
     a = maxk_loo_transform(r, k)
     return torch.where(_constant(r), torch.zeros_like(a), a)
 
@@ -112,7 +114,7 @@ def maxk_loo1_advantages(rewards, *, k: int, log_ratio=None):
     Per subset: credit max_I r - max_{I minus i} r. Unbiased; zero for the k-1 smallest rewards; at N = k
     it is k times Tang et al.'s best-minus-second-best. Needs 2 <= k <= N.
     """
-    r, k = _checked(rewards, k, lo=2, what="maxk_loo1")
+    r, k = _checked(rewards, k, lo=2, what="maxk_loo1", sorts=True)
     a = maxk_loo1_transform(r, k)
     return torch.where(_constant(r), torch.zeros_like(a), a)
 
@@ -123,7 +125,7 @@ def maxk_zscore_advantages(rewards, *, k: int, log_ratio=None, eps: float = 1e-6
 
     Biased, but strong in practice. Degenerate at k = N (all rt equal) and for constant groups: zeros.
     """
-    r, k = _checked(rewards, k)
+    r, k = _checked(rewards, k, sorts=True)
     return _zscore_unless_constant(maxk_centred_transform(r, k), r, eps)  # rt shifted: same z-score
 
 
@@ -138,9 +140,11 @@ def maxk_offpolicy_advantages(rewards, *, k: int, log_ratio=None, delta_clip: fl
     The gradient error against grad max@k(pi_theta) is O(delta^2). zscore=True returns the group z-score
     of rt' instead (like `maxk_zscore`). Recompute at every PPO pass (it is in USES_LOG_RATIO).
     """
-    r, k = _checked(rewards, k)
-    rt = offpolicy_reward_transform(r, _delta(log_ratio, r, delta_clip), k)
-    return _zscore_unless_constant(rt, r, eps) if zscore else r.shape[-1] * rt
+    r, k = _checked(rewards, k, sorts=True)
+    delta = _delta(log_ratio, r, delta_clip)
+    if zscore:
+        return _zscore_unless_constant(offpolicy_reward_transform(r, delta, k), r, eps)
+    return offpolicy_reward_transform(r, delta, k, scale=r.shape[-1])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -239,6 +243,6 @@ def maxk_offpolicy_exact_advantages(rewards, *, k: int, log_ratio=None, delta_cl
     as in `maxk_offpolicy` (clamped by delta_clip; keep delta_clip < 1 so rho > 0). Elementary symmetric
     polynomials, O(N^2 k) per group: meant for the paper's small N (8 - 64). zscore as in `maxk_offpolicy`.
     """
-    r, k = _checked(rewards, k)
+    r, k = _checked(rewards, k, sorts=True)
     rt = offpolicy_exact_reward_transform(r, 1 + _delta(log_ratio, r, delta_clip), k)
     return _zscore_unless_constant(rt, r, eps) if zscore else r.shape[-1] * rt

@@ -38,7 +38,6 @@ __all__ = [
     "offpolicy_reward_transform",
     "pass_at_k",
     "rank_weights",
-    "binomial_ratios",
 ]
 
 
@@ -55,8 +54,14 @@ def check_k(k, n: int, *, lo: int = 1, hi: int | None = None, what: str = "max@k
     return int(k)
 
 
-def check_rewards(rewards: torch.Tensor, *, rank: int | None = None) -> torch.Tensor:
-    """Rewards as a floating tensor; ValueError on wrong rank, an empty sample axis or NaN/inf values."""
+NOT_FINITE = "rewards contain NaN or inf; score failures as 0 instead"
+
+
+def check_rewards(rewards: torch.Tensor, *, rank: int | None = None, finite: bool = True) -> torch.Tensor:
+    """Rewards as a floating tensor; ValueError on wrong rank, an empty sample axis or NaN/inf values.
+
+    finite=False skips the NaN/inf scan for callers that sort anyway (`_sort` checks the sorted ends).
+    """
     if rank is not None and rewards.dim() != rank:
         want = "(P, N)" if rank == 2 else f"rank {rank}"
         raise ValueError(f"rewards must be {want}, got shape {tuple(rewards.shape)}")
@@ -64,8 +69,8 @@ def check_rewards(rewards: torch.Tensor, *, rank: int | None = None) -> torch.Te
         raise ValueError(f"rewards need a non-empty sample axis (..., N), got shape {tuple(rewards.shape)}")
     if not rewards.is_floating_point():
         rewards = rewards.to(torch.get_default_dtype())
-    if not bool(torch.isfinite(rewards).all()):
-        raise ValueError("rewards contain NaN or inf; score failures as 0 instead")
+    if finite and not bool(torch.isfinite(torch.stack(torch.aminmax(rewards))).all()):  # NaN propagates
+        raise ValueError(NOT_FINITE)
     return rewards
 
 
@@ -84,15 +89,22 @@ def _binomial_ratios_f64(a0: int, b: int, count: int, n_den: int, k_den: int) ->
     return tuple(out)
 
 
-def binomial_ratios(a0: int, b: int, count: int, n_den: int, k_den: int, *, dtype=torch.float64, device=None):
-    """Tensor (count,) of C(a0 + j, b) / C(n_den, k_den), j = 0..count-1, with the combinatorial C.
+@functools.lru_cache(maxsize=1024)
+def _weights(terms: tuple, count: int, scale: float, descending: bool, dtype, device) -> torch.Tensor:
+    """scale * sum_t coef_t * C(a0_t + j, b_t) / C(n_t, k_t) for terms (coef, a0, b, n, k), j = 0..count-1.
 
-    C(a, b) is 0 when b < 0, b > a or a < 0 (unlike scipy.special.binom(-1, 0) == 1). Exact integer
-    arithmetic, correctly rounded to float64, cached per arguments, then cast to dtype/device: no overflow
-    at any N and no cancellation inside a weight.
+    Combined in float64 (so differences of weights are exact to float64 rounding), optionally reversed,
+    cast once per (dtype, device) and cached. Internal: callers never modify the returned tensor.
     """
-    w = torch.tensor(_binomial_ratios_f64(a0, b, count, n_den, k_den), dtype=torch.float64)
-    return w.to(dtype=dtype, device=device)
+    w = sum(c * torch.tensor(_binomial_ratios_f64(a0, b, count, nd, kd), dtype=torch.float64)
+            for c, a0, b, nd, kd in terms)
+    w = scale * w
+    return (w.flip(0) if descending else w).to(dtype=dtype, device=device)
+
+
+def _rank(n: int, k: int, drop: int, coef: int = 1) -> tuple:
+    """The term for C(i-1-drop, k-1-drop) / C(n, k), ranks i = 1..n (see `_weights`)."""
+    return (coef, -drop, k - 1 - drop, n, k)
 
 
 def rank_weights(n: int, k: int, drop: int = 0, *, dtype=torch.float64, device=None, descending=False):
@@ -102,17 +114,25 @@ def rank_weights(n: int, k: int, drop: int = 0, *, dtype=torch.float64, device=N
     transforms. descending=True returns them in descending-rank order (rank n first), matching rewards
     sorted in descending order.
     """
-    w = binomial_ratios(-drop, k - 1 - drop, n, n, k)
-    return (w.flip(0) if descending else w).to(dtype=dtype, device=device)
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    return _weights((_rank(n, k, drop),), n, 1.0, descending, dtype, dev).clone()
 
 
-def _sorted_desc(rewards: torch.Tensor):
-    return rewards.sort(dim=-1, descending=True)
+def _sort(rewards: torch.Tensor, descending: bool = False):
+    """(sorted values, order) along the last axis; ValueError if any reward is NaN or inf.
+
+    NaN sorts as the largest value, so checking the first and last sorted columns finds every NaN/inf
+    at the cost of 2 P elements instead of a pass over all of them.
+    """
+    v, order = rewards.sort(dim=-1, descending=descending)
+    if not bool(v[..., :: max(v.shape[-1] - 1, 1)].abs().amax() < torch.inf):  # NaN < inf is False
+        raise ValueError(NOT_FINITE)
+    return v, order
 
 
 def _unsort(values_sorted: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """Scatter values computed on sorted rewards back to the input order."""
-    return torch.empty_like(values_sorted).scatter_(-1, order, values_sorted)
+    return values_sorted.scatter(-1, order, values_sorted)
 
 
 def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
@@ -171,11 +191,11 @@ def max_at_k(rewards, k: int):
     """
     is_torch = isinstance(rewards, torch.Tensor)
     r = rewards if is_torch else torch.as_tensor(np.asarray(rewards, dtype=np.float64))
-    r = check_rewards(r)
+    r = check_rewards(r, finite=False)
     n = r.shape[-1]
     k = check_k(k, n)
-    w = rank_weights(n, k, 0, dtype=r.dtype, device=r.device, descending=True)
-    out = (r.sort(dim=-1, descending=True).values * w).sum(-1)
+    w = _weights((_rank(n, k, 0),), n, 1.0, False, r.dtype, r.device)
+    out = _sort(r)[0] @ w
     return out if is_torch else out.numpy()[()]
 
 
@@ -227,23 +247,24 @@ def max_at_k_curve(rewards, ks: Iterable[int]) -> MaxAtKCurve:
 # ----------------------------------------------------------------------------------------------------------
 # Reward transforms (inputs already checked by the caller: (P, N) finite float, valid k)
 # ----------------------------------------------------------------------------------------------------------
-def maxk_reward_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
-    """rt_i = (1/C(N,k)) sum_{|I|=k, i in I} max_{j in I} r_j  (PKPO's s_i, arXiv:2505.15201).
+def maxk_reward_transform(rewards: torch.Tensor, k: int, scale: float = 1.0) -> torch.Tensor:
+    """scale * rt_i, rt_i = (1/C(N,k)) sum_{|I|=k, i in I} max_{j in I} r_j  (PKPO's s_i, arXiv:2505.15201).
 
-    Sorted ascending: rt(i) = [C(i-1, k-1) r(i) + sum_{j>i} C(j-2, k-2) r(j)] / C(N, k); one sort and one
-    cumulative sum. sum_i rt_i = k * max@k_hat. Ties do not matter (tied samples get equal rt).
-    rewards: (..., N); returns (..., N) in input order.
+    Sorted ascending: rt(i) = [C(i-1, k-1) r(i) + sum_{j>i} C(j-2, k-2) r(j)] / C(N, k)
+                            = (a_i - b_i) r(i) + sum_{j>=i} b_j r(j)   (a, b: the weights over C(N, k)),
+    with a_i - b_i >= 0: one sort, one inclusive cumulative sum, no cancellation. sum_i rt_i = k max@k_hat.
+    Ties do not matter (tied samples get equal rt). rewards: (..., N); returns (..., N) in input order.
     """
     n = rewards.shape[-1]
-    r, order = _sorted_desc(rewards)
-    a = rank_weights(n, k, 0, dtype=r.dtype, device=r.device, descending=True)
-    b = rank_weights(n, k, 1, dtype=r.dtype, device=r.device, descending=True)
-    return _unsort(a * r + _exclusive_cumsum(b * r), order)
+    r, order = _sort(rewards, descending=True)
+    own = _weights((_rank(n, k, 0), _rank(n, k, 1, -1)), n, float(scale), True, r.dtype, r.device)
+    b = _weights((_rank(n, k, 1),), n, float(scale), True, r.dtype, r.device)
+    return _unsort(torch.addcmul((b * r).cumsum(-1), own, r), order)
 
 
 def _gaps(rewards: torch.Tensor):
     """(sorted ascending rewards, order, gaps): gaps[..., l] = r(l+2) - r(l+1) >= 0, a 0 last column."""
-    r, order = rewards.sort(dim=-1)
+    r, order = _sort(rewards)
     return r, order, torch.nn.functional.pad(r.diff(dim=-1), (0, 1))
 
 
@@ -258,8 +279,8 @@ def maxk_loo1_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
     """
     n = rewards.shape[-1]
     r, order, g = _gaps(rewards)
-    w = binomial_ratios(1, k - 1, n, n, k, dtype=r.dtype, device=r.device)  # C(l, k-1)/C(N,k), l = 1..N
-    return _unsort(n * _exclusive_cumsum(w * g), order)
+    w = _weights(((n, 1, k - 1, n, k),), n, 1.0, False, r.dtype, r.device)  # N C(l, k-1)/C(N,k), l = 1..N
+    return _unsort(_exclusive_cumsum(w * g), order)
 
 
 def maxk_loo_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -274,12 +295,10 @@ def maxk_loo_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
     """
     n = rewards.shape[-1]
     r, order, g = _gaps(rewards)
-    kw = dict(dtype=r.dtype, device=r.device)
-    below = binomial_ratios(1, k, n, n - 1, k, **kw)  # C(l, k)/C(N-1, k), l = 1..N
-    above = binomial_ratios(0, k, n, n - 1, k) - binomial_ratios(0, k - 1, n, n - 1, k - 1)
-    lower = _exclusive_cumsum(below * g)
-    upper = (above.to(**kw) * g).flip(-1).cumsum(-1).flip(-1)  # inclusive: l >= i
-    return _unsort(k * (lower + upper), order)
+    below = _weights(((k, 1, k, n - 1, k),), n, 1.0, False, r.dtype, r.device)  # k C(l, k)/C(N-1, k)
+    above = _weights(((k, 0, k, n - 1, k), (-k, 0, k - 1, n - 1, k - 1)), n, 1.0, False, r.dtype, r.device)
+    upper = (above * g).flip(-1).cumsum(-1).flip(-1)  # inclusive: l >= i
+    return _unsort(_exclusive_cumsum(below * g) + upper, order)
 
 
 def maxk_centred_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -291,11 +310,11 @@ def maxk_centred_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
     """
     n = rewards.shape[-1]
     r, order, g = _gaps(rewards)
-    w = binomial_ratios(0, k - 1, n, n - 1, k - 1, dtype=r.dtype, device=r.device)
-    return _unsort(-(k / n) * (w * g).flip(-1).cumsum(-1).flip(-1), order)
+    w = _weights(((-k / n, 0, k - 1, n - 1, k - 1),), n, 1.0, True, r.dtype, r.device)  # descending l
+    return _unsort((w * g.flip(-1)).cumsum(-1).flip(-1), order)
 
 
-def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: int) -> torch.Tensor:
+def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: int, scale: float = 1.0):
     """rt'_i = (1/C(N,k)) sum_{|I|=k, i in I} (1 + sum_{l in I} delta_l) max_{j in I} r_j  (MATH.md §3).
 
     First-order off-policy weights: rho(I) = prod_{l in I} (1 + delta_l) ~= 1 + sum_{l in I} delta_l.
@@ -304,18 +323,24 @@ def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: in
         rt'_i = a_i (1+delta_i) r_i + b_i P_i r_i + sum_{j>i} [b_j (1+delta_j) + e_j P_j] r_j
                 + delta_i sum_{j>i} (b_j - e_j) r_j
     (the matrix form w'_ij = C(j-2,k-2)(1+delta_i+delta_j) + C(j-3,k-3)(P_j - delta_i) split into the
-    part without delta_i and delta_i times b_j - e_j). delta = 0 gives rt exactly.
-    rewards, delta: (..., N); returns (..., N) in input order.
+    part without delta_i and delta_i times b_j - e_j). Computed with inclusive sums over j >= i:
+        rt'_i = r_i [(a_i - b_i)(1+delta_i) + f_i (P_i - delta_i)] + S1_i + delta_i S2_i,  f = b - e,
+        S1_i = sum_{j>=i} [b_j (1+delta_j) + e_j P_j] r_j,  S2_i = sum_{j>=i} f_j r_j.
+    delta = 0 gives rt. Returns scale * rt'. rewards, delta: (..., N); returns (..., N) in input order.
     """
     n = rewards.shape[-1]
-    r, order = _sorted_desc(rewards)
+    r, order = _sort(rewards, descending=True)
     d = delta.gather(-1, order)
-    kw = dict(dtype=r.dtype, device=r.device, descending=True)
-    a, b, e = (rank_weights(n, k, drop, **kw) for drop in (0, 1, 2))
-    p = _exclusive_revcumsum(d)  # P_i: deltas of the smaller rewards
-    own = (a * (1 + d) + b * p) * r
-    larger = _exclusive_cumsum(torch.stack([(b * (1 + d) + e * p) * r, (b - e) * r]))
-    return _unsort(own + larger[0] + d * larger[1], order)
+    a, b, e = (_rank(n, k, drop) for drop in (0, 1, 2))
+    w = functools.partial(_weights, count=n, scale=float(scale), descending=True, dtype=r.dtype,
+                          device=r.device)
+    wb, we, wf, wab = w((b,)), w((e,)), w((b, (-1, *e[1:]))), w((a, (-1, *b[1:])))
+    cd = d.cumsum(-1)
+    p = cd[..., -1:] - cd  # P_i = sum_{l<i} delta_l: later positions in descending order
+    wr = torch.stack([torch.addcmul(torch.addcmul(wb, wb, d), we, p), wf.expand_as(d)])
+    larger = (wr * r).cumsum(-1)  # sums over j >= i
+    own = torch.addcmul(torch.addcmul(wab, wab, d), wf, p - d)  # = a - b exactly when delta = 0,
+    return _unsort(torch.addcmul(torch.addcmul(larger[0], own, r), d, larger[1]), order)  # so = maxk
 
 
 def offpolicy_exact_reward_transform(rewards: torch.Tensor, rho: torch.Tensor, k: int) -> torch.Tensor:
@@ -332,7 +357,7 @@ def offpolicy_exact_reward_transform(rewards: torch.Tensor, rho: torch.Tensor, k
     rewards, rho: (..., N) with rho > 0; returns (..., N) in input order.
     """
     n = rewards.shape[-1]
-    r, order = rewards.sort(dim=-1)
+    r, order = _sort(rewards)
     x = rho.gather(-1, order)
     kw = dict(dtype=r.dtype, device=r.device)
     a, b = rank_weights(n, k, 0, **kw), rank_weights(n, k, 1, **kw)
