@@ -127,7 +127,7 @@ OFFPOLICY_MESSAGE = (
     "maxk_zscore): with actor.ppo_epochs=1 and ppo_mini_batch_size=train_batch_size it equals "
     "maxk_offpolicy exactly (the policy has not moved, delta = 0); with several updates per batch verl's "
     "clipped ratio corrects each sample's own term only (zeroth order). For the first-order correction use "
-    "maxk's own trainer. See docs/scale-out.md."
+    "maxk's own trainer or maxk.integrations.trl.MaxKGRPOTrainer. See docs/scale-out.md."
 )
 
 
