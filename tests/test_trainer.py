@@ -290,3 +290,38 @@ def test_two_steps_on_cuda_in_bfloat16(tiny_model_dir, tmp_path):
     run_dir = train(cfg, tasks=TASKS, reward_fn=letter_reward)
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["grad_norm"] == r["grad_norm"] for r in rows)  # not NaN
+
+
+def test_held_out_evaluation_is_logged_every_m_steps(tiny_model_dir, tmp_path):
+    """eval.every=2 over 3 steps: evaluated after steps 2 and 3 (the last) through maxk.evaluation."""
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text(
+        "".join(
+            json.dumps({"id": f"m{i}", "prompt": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+            for i in range(2)
+        )
+    )
+    cfg = load_config(
+        None,
+        [
+            f"model.path={tiny_model_dir}",
+            f"run.output_dir={tmp_path / 'r'}",
+            "run.steps=3",
+            "run.progress=false",
+            "run.save_final_model=false",
+            "data.reward=math_answer",
+            "data.prompts_per_step=1",
+            "rollout.n=2",
+            "rollout.max_new_tokens=4",
+            "algorithm.k=2",
+            f"eval.tasks={held_out}",
+            "eval.every=2",
+            "eval.n=2",
+            "eval.ks=[1, 2]",
+        ],
+    )
+    run_dir = train(cfg, tasks=TASKS, reward_fn=letter_reward)
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r["step"] for r in rows if "eval/max@k/2" in r]
+    assert evaluated == [2, 3]
+    assert all(0.0 <= rows[1][f"eval/{m}/{k}"] <= 1.0 for m in ("max@k", "pass@k") for k in (1, 2))
