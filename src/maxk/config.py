@@ -69,6 +69,7 @@ class DataConfig:
     reward_options: dict = _f({}, "keyword options for the reward (e.g. timeout)")
     prompts_per_step: int = _f(4, "P: prompts per training step (each sampled N times)")
     shuffle: bool = _f(True, "reshuffle the tasks every epoch (seeded by run.seed and the epoch)")
+    chat: bool = _f(False, "wrap each prompt in the tokenizer's chat template (instruct models)")
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from maxk.checkpoint import (
 )
 from maxk.config import AlgorithmConfig, Config, ModelConfig, OptimConfig, save_config
 from maxk.estimators import max_at_k
+from maxk.evaluation.sampling import prompt_text
 from maxk.losses import clipped_surrogate_loss, kl_penalty
 from maxk.rollout import Rollouts, generate_rollouts, rollout_log_probs
 
@@ -84,7 +85,8 @@ def train(config: Config, *, resume: bool = False, tasks=None, reward_fn: Reward
     for step in range(start, run.steps):
         t0 = time.perf_counter()
         batch = tasks_for_step(tasks, step, c.data.prompts_per_step, run.seed, c.data.shuffle)
-        rollouts = rollout([t.prompt for t in batch], seed=step_seed(run.seed, step))  # 1. rollout
+        prompts = [prompt_text(tokenizer, t.prompt, c.data.chat) for t in batch]
+        rollouts = rollout(prompts, seed=step_seed(run.seed, step))                     # 1. rollout
         t1 = time.perf_counter()
         rewards = reward(rollouts, batch)                                               # 2. reward
         t2 = time.perf_counter()
@@ -362,6 +364,7 @@ def configured_evaluation(config: Config):
             top_p=config.rollout.top_p,
             max_new_tokens=e.max_new_tokens or config.rollout.max_new_tokens,
             batch_size=config.rollout.batch_size,
+            chat=config.data.chat,
             seed=config.run.seed,
             progress=False,
             plot=False,
