@@ -2,17 +2,18 @@
 
     python benchmarks/bench_advantages.py [--threads 1] [--repeats 20] [--dtype float32] [--shapes 1024x8 ...]
 
-For each (P, N) it prints, per estimator, the time per call (the minimum over repeats, after a warm-up;
-the minimum is the least noisy statistic on a shared machine) and its ratio to `torch.sort` of the same
-(P, N) tensor. The last rows are the O(N^2) matrix forms that the estimators replace: `maxk` as
-sorted rewards times the (N, N) matrix W_ij = C(j-2, k-2) / C(N,k) (j > i), and the off-policy weights
-w'_ij of MATH.md §3 built per prompt as a (P, N, N) tensor (chunked over P to bound memory).
+For each (P, N) it prints, per estimator, the time per call (the minimum over repeats after a warm-up,
+measured round-robin with the sort so that all see the same machine load; the minimum is the least noisy
+statistic on a shared machine) and its ratio to `torch.sort` of the same (P, N) tensor.
+The last rows are the O(N^2) matrix forms that the estimators replace: `maxk` as sorted rewards times
+the (N, N) matrix W_ij = C(j-2, k-2) / C(N,k) (j > i), and the off-policy weights w'_ij of MATH.md §3 built per prompt as a (P, N, N) tensor (chunked over P to bound memory).
 Targets (issue 2): maxk <= 2x sort, maxk_offpolicy <= 3x sort. Not a test: numbers depend on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import torch
@@ -23,14 +24,24 @@ from maxk.estimators import rank_weights
 SKIP_LARGE = {"maxk_offpolicy_exact"}  # O(N^2 k) by design; timed only at N <= 64
 
 
-def timeit(fn, repeats: int) -> float:
-    fn()  # warm-up (caches, allocator)
-    times = []
+def measure(fns: dict, repeats: int, budget_s: float = 10.0) -> dict[str, float]:
+    """Minimum seconds per call of each function, measured round-robin.
+
+    Interleaving (sort, estimator 1, estimator 2, ..., sort, ...) exposes every function to the same
+    machine load over the same window, so ratios to the sort stay meaningful on a busy machine. A
+    function stops being timed after 3 calls once its calls have taken budget_s in total.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up (caches, allocator)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        for name, fn in fns.items():
+            if len(times[name]) >= 3 and sum(times[name]) > budget_s:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(t) for name, t in times.items()}
 
 
 def matrix_maxk(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,16 +82,15 @@ def bench_shape(p: int, n: int, k: int, dtype, repeats: int, g: torch.Generator)
     torch.testing.assert_close(matrix_maxk(r, k), ADVANTAGES.get("maxk")(r, k=k), rtol=1e-3, atol=1e-4)
     offpolicy = ADVANTAGES.get("maxk_offpolicy")(r, k=k, log_ratio=lr)
     torch.testing.assert_close(matrix_offpolicy(r, delta, k), offpolicy, rtol=1e-3, atol=1e-4)
-    rows = [("torch.sort (reference)", timeit(lambda: r.sort(dim=-1), repeats))]
+    fns = {"torch.sort (reference)": lambda: r.sort(dim=-1)}
     for name in ADVANTAGES.names():
         if name in SKIP_LARGE and n > 64:
             continue
         rr = (r > 0.5).to(dtype) if name == "passk_chen" else r
-        fn = ADVANTAGES.bind(name, k=k, log_ratio=lr)
-        rows.append((name, timeit(lambda fn=fn, rr=rr: fn(rr), repeats)))
-    rows.append(("matrix form O(N^2): maxk", timeit(lambda: matrix_maxk(r, k), repeats)))
-    rows.append(("matrix form O(N^2): maxk_offpolicy",
-                 timeit(lambda: matrix_offpolicy(r, delta, k), max(3, repeats // 5))))
+        fns[name] = functools.partial(ADVANTAGES.bind(name, k=k, log_ratio=lr), rr)
+    fns["matrix form O(N^2): maxk"] = lambda: matrix_maxk(r, k)
+    fns["matrix form O(N^2): maxk_offpolicy"] = lambda: matrix_offpolicy(r, delta, k)
+    rows = list(measure(fns, repeats).items())
     return rows
 
 
