@@ -1,12 +1,13 @@
 """Time every registered advantage estimator next to a bare torch.sort and the O(N^2) matrix forms.
 
-    python benchmarks/bench_advantages.py [--threads 1] [--repeats 20] [--dtype float32] [--shapes 1024x8 ...]
+    python benchmarks/bench_advantages.py [--threads 1] [--repeats 20] [--dtype float32] [--shapes 1024x8]
 
 For each (P, N) it prints, per estimator, the time per call (the minimum over repeats after a warm-up,
-measured round-robin with the sort so that all see the same machine load; the minimum is the least noisy
-statistic on a shared machine) and its ratio to `torch.sort` of the same (P, N) tensor.
+measured round-robin with the sort so that all see the same machine load; the minimum is the least
+noisy statistic on a shared machine) and its ratio to `torch.sort` of the same (P, N) tensor.
 The last rows are the O(N^2) matrix forms that the estimators replace: `maxk` as sorted rewards times
-the (N, N) matrix W_ij = C(j-2, k-2) / C(N,k) (j > i), and the off-policy weights w'_ij of MATH.md §3 built per prompt as a (P, N, N) tensor (chunked over P to bound memory).
+the (N, N) matrix W_ij = C(j-2, k-2) / C(N,k) (j > i), and the off-policy weights w'_ij of MATH.md §3
+built per prompt as a (P, N, N) tensor (chunked over P to bound memory).
 Targets (issue 2): maxk <= 2x sort, maxk_offpolicy <= 3x sort. Not a test: numbers depend on the machine.
 """
 
