@@ -218,6 +218,19 @@ def test_float32_agrees_with_float64_and_is_finite(name, n, k):
     torch.testing.assert_close(a32.double(), a64, rtol=1e-4, atol=1e-4 * scale)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_runs_and_stays_close(dtype):
+    g = torch.Generator().manual_seed(7)
+    r = torch.rand(4, 16, generator=g).to(dtype).double()  # representable in the half type
+    lr = (0.1 * torch.randn(4, 16, generator=g)).to(dtype).double()
+    for name in ALL:
+        rr = (r > 0.5).double() if name in BINARY_ONLY else r
+        low = ADVANTAGES.get(name)(rr.to(dtype), k=3, log_ratio=lr.to(dtype))
+        ref = ADVANTAGES.get(name)(rr, k=3, log_ratio=lr)
+        assert low.dtype == dtype and torch.isfinite(low).all()
+        torch.testing.assert_close(low.double(), ref, rtol=0, atol=3e-2 * float(ref.abs().max()))
+
+
 # ---------------------------------------------------------------------------------------------- contracts
 @pytest.mark.parametrize(
     "name, rewards, kw, match",
@@ -228,6 +241,9 @@ def test_float32_agrees_with_float64_and_is_finite(name, n, k):
         ("maxk", [[[0.1, 0.2]]], dict(k=1), r"must be \(P, N\)"),
         ("maxk", [[0.1, float("nan")]], dict(k=1), "NaN or inf"),
         ("grpo", [[0.1, float("inf")]], {}, "NaN or inf"),
+        ("maxk_loo1", [[float("-inf"), 0.2, 0.3]], dict(k=2), "NaN or inf"),
+        ("maxk_offpolicy", [[0.3, float("nan"), 0.2]], dict(k=2), "NaN or inf"),
+        ("maxk_zscore", [[float("inf"), 0.2]], dict(k=2), "NaN or inf"),
         ("maxk_loo", [[0.1, 0.2, 0.3]], dict(k=3), "maxk_loo needs 1 <= k <= 2"),
         ("maxk_loo", [[0.1]], dict(k=1), "maxk_loo needs"),
         ("maxk_loo1", [[0.1, 0.2, 0.3]], dict(k=1), "maxk_loo1 needs 2 <= k <= 3"),

@@ -223,15 +223,16 @@ def passk_chen_advantages(rewards, *, k: int, log_ratio=None):
         raise ValueError("passk_chen needs binary rewards in {0, 1}; use maxk for continuous rewards")
     n = r.shape[-1]
     c = r.sum(-1).round().long()
-    rho = pass_at_k(n, c, k, dtype=r.dtype)
+    dt = torch.promote_types(r.dtype, torch.float32)  # per-group scalars: 1 - rho is tiny in half types
+    rho = pass_at_k(n, c, k, dtype=dt)
     # C(N-c-1, k-1) / C(N-1, k-1) = 1 - pass@(k-1) of the other N-1 samples (c of them correct); 1 at k = 1
-    q = 1 - pass_at_k(n - 1, c.clamp(max=n - 1), k - 1, dtype=r.dtype) if k > 1 else torch.ones_like(rho)
+    q = 1 - pass_at_k(n - 1, c.clamp(max=n - 1), k - 1, dtype=dt) if k > 1 else torch.ones_like(rho)
     rho, q = rho.unsqueeze(-1), q.unsqueeze(-1)
     sigma = (rho * (1 - rho)).sqrt()
     ok = sigma > 0
     safe = torch.where(ok, sigma, torch.ones_like(sigma))
     a = torch.where(r == 1, (1 - rho) / safe, (1 - rho - q) / safe)
-    return torch.where(ok, a, torch.zeros_like(a))
+    return torch.where(ok, a, torch.zeros_like(a)).to(r.dtype)
 
 
 @ADVANTAGES.register("maxk_offpolicy_exact")
