@@ -66,7 +66,9 @@ class DataConfig:
     split: str | None = _f(None, "dataset split for hub datasets")
     max_tasks: int | None = _f(None, "use only the first this-many tasks")
     reward: str = _f("code_tests", "reward name in maxk.rewards.REWARDS (fraction of tests passed, ...)")
-    reward_options: dict = _f({}, "keyword options for the reward (e.g. test_timeout_s, total_timeout_s, bwrap=require; docs/rewards.md)")
+    reward_options: dict = _f(
+        {}, "keyword options for the reward, e.g. test_timeout_s, bwrap=require (docs/rewards.md)"
+    )
     prompts_per_step: int = _f(4, "P: prompts per training step (each sampled N times)")
     shuffle: bool = _f(True, "reshuffle the tasks every epoch (seeded by run.seed and the epoch)")
     chat: bool = _f(False, "wrap each prompt in the tokenizer's chat template (instruct models)")
