@@ -80,10 +80,11 @@ def _delta(log_ratio, rewards: torch.Tensor, clip: float | None) -> torch.Tensor
     lr = torch.as_tensor(log_ratio).detach().to(dtype=rewards.dtype)
     if lr.shape != rewards.shape:
         raise ValueError(f"log_ratio shape {tuple(lr.shape)} differs from rewards {tuple(rewards.shape)}")
-    if bool(torch.isnan(lr).any()):
+    d = torch.expm1(lr)  # in [-1, inf]: no -inf, so the sum below is NaN only if some delta is NaN
+    d = d if clip is None else d.clamp(-clip, clip)
+    if bool(torch.isnan(d.sum())):
         raise ValueError("log_ratio contains NaN")
-    d = torch.expm1(lr)
-    return d if clip is None else d.clamp(-clip, clip)
+    return d
 
 
 # ----------------------------------------------------------------------------------------------------------

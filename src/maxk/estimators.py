@@ -12,8 +12,8 @@ Shapes: P prompts, N samples per prompt, k as in max@k; n and c as in Chen et al
 Everything runs on sorted rewards: a sort plus cumulative sums, O(N log N) per group, no Python loop over
 prompts or samples. The rank weights C(i-1-d, k-1-d) / C(N, k) are computed once per (N, k, d) with exact
 integer arithmetic and correctly rounded to float64 (no overflow at any N), then cast to the data's dtype
-and device. Internally groups are sorted in *descending* order so that "sum over larger rewards" is a
-plain exclusive cumulative sum.
+and device (cached). Internally maxk and the off-policy weights sort in *descending* order so that "sum
+over larger rewards" is a plain inclusive cumulative sum; the gap forms sort ascending.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def check_rewards(rewards: torch.Tensor, *, rank: int | None = None, finite: boo
         raise ValueError(f"rewards need a non-empty sample axis (..., N), got shape {tuple(rewards.shape)}")
     if not rewards.is_floating_point():
         rewards = rewards.to(torch.get_default_dtype())
-    if finite and not bool(torch.isfinite(torch.stack(torch.aminmax(rewards))).all()):  # NaN propagates
+    if finite and rewards.numel() and not bool(torch.isfinite(torch.stack(torch.aminmax(rewards))).all()):
         raise ValueError(NOT_FINITE)
     return rewards
 
@@ -125,7 +125,8 @@ def _sort(rewards: torch.Tensor, descending: bool = False):
     at the cost of 2 P elements instead of a pass over all of them.
     """
     v, order = rewards.sort(dim=-1, descending=descending)
-    if not bool(v[..., :: max(v.shape[-1] - 1, 1)].abs().amax() < torch.inf):  # NaN < inf is False
+    ends = v[..., :: max(v.shape[-1] - 1, 1)]  # first and last columns
+    if v.numel() and not bool(ends.abs().amax() < torch.inf):  # NaN < inf is False
         raise ValueError(NOT_FINITE)
     return v, order
 
@@ -138,11 +139,6 @@ def _unsort(values_sorted: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
 def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
     """out[..., q] = sum_{q' < q} x[..., q'] (a zero first column)."""
     return torch.nn.functional.pad(x.cumsum(-1)[..., :-1], (1, 0))
-
-
-def _exclusive_revcumsum(x: torch.Tensor) -> torch.Tensor:
-    """out[..., q] = sum_{q' > q} x[..., q'] (a zero last column)."""
-    return _exclusive_cumsum(x.flip(-1)).flip(-1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -245,7 +241,7 @@ def max_at_k_curve(rewards, ks: Iterable[int]) -> MaxAtKCurve:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Reward transforms (inputs already checked by the caller: (P, N) finite float, valid k)
+# Reward transforms: the caller checks rank, dtype and k; the sort checks for NaN/inf
 # ----------------------------------------------------------------------------------------------------------
 def maxk_reward_transform(rewards: torch.Tensor, k: int, scale: float = 1.0) -> torch.Tensor:
     """scale * rt_i, rt_i = (1/C(N,k)) sum_{|I|=k, i in I} max_{j in I} r_j  (PKPO's s_i, arXiv:2505.15201).
@@ -337,10 +333,10 @@ def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: in
     wb, we, wf, wab = w((b,)), w((e,)), w((b, (-1, *e[1:]))), w((a, (-1, *b[1:])))
     cd = d.cumsum(-1)
     p = cd[..., -1:] - cd  # P_i = sum_{l<i} delta_l: later positions in descending order
-    wr = torch.stack([torch.addcmul(torch.addcmul(wb, wb, d), we, p), wf.expand_as(d)])
-    larger = (wr * r).cumsum(-1)  # sums over j >= i
+    s1 = (torch.addcmul(torch.addcmul(wb, wb, d), we, p) * r).cumsum(-1)  # sums over j >= i
+    s2 = (wf * r).cumsum(-1)
     own = torch.addcmul(torch.addcmul(wab, wab, d), wf, p - d)  # = a - b exactly when delta = 0,
-    return _unsort(torch.addcmul(torch.addcmul(larger[0], own, r), d, larger[1]), order)  # so = maxk
+    return _unsort(torch.addcmul(torch.addcmul(s1, own, r), d, s2), order)  # so delta = 0 gives maxk
 
 
 def offpolicy_exact_reward_transform(rewards: torch.Tensor, rho: torch.Tensor, k: int) -> torch.Tensor:
