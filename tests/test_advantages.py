@@ -259,6 +259,11 @@ def test_bad_input_is_a_clear_value_error(name, rewards, kw, match):
         ADVANTAGES.get(name)(torch.tensor(rewards), **kw)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_no_prompts_gives_an_empty_result(name):
+    assert ADVANTAGES.get(name)(torch.zeros(0, 4), k=2).shape == (0, 4)
+
+
 def test_ignores_k_and_log_ratio_where_unused():
     r = torch.tensor([[0.1, 0.4, 0.8]])
     for name in ["grpo", "dr_grpo", "rloo", "bon_max_mean", "bon_max_second", "tang"]:
