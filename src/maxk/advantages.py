@@ -102,7 +102,10 @@ def maxk_advantages(rewards, *, k: int, log_ratio=None):
 
 @ADVANTAGES.register("maxk_loo")
 def maxk_loo_advantages(rewards, *, k: int, log_ratio=None):
-    """A_i = N * rt_i - k * max@k_hat(rewards without i): unbiased (the baseline ignores y_i). k <= N-1."""
+    """A_i = N * rt_i - k * max@k_hat(rewards without i): unbiased (the baseline ignores y_i). k <= N-1.
+
+    Computed in the cancellation-free gap form (`maxk.estimators.maxk_loo_transform`).
+    """
     r, k = _checked(rewards, k, hi_drop=1, what="maxk_loo", sorts=True)
     a = maxk_loo_transform(r, k)
     return torch.where(_constant(r), torch.zeros_like(a), a)
@@ -113,7 +116,8 @@ def maxk_loo1_advantages(rewards, *, k: int, log_ratio=None):
     """A_i = N * rt_i - k * max@(k-1)_hat(rewards without i)  (PKPO s^(loo-1), the paper's BoN LOO-1).
 
     Per subset: credit max_I r - max_{I minus i} r. Unbiased; zero for the k-1 smallest rewards; at N = k
-    it is k times Tang et al.'s best-minus-second-best. Needs 2 <= k <= N.
+    it is k times Tang et al.'s best-minus-second-best. Needs 2 <= k <= N. Computed in the gap form
+    (`maxk.estimators.maxk_loo1_transform`): a cumulative sum of non-negative terms.
     """
     r, k = _checked(rewards, k, lo=2, what="maxk_loo1", sorts=True)
     a = maxk_loo1_transform(r, k)
