@@ -137,3 +137,51 @@ def test_memo_scorer_runs_each_distinct_pair_once(monkeypatch):
     assert calls == [["a", "bb", "a"]]  # ("a", task1) is a different pair from ("a", task0)
     scorer(["bb", "a"], [tasks[0], tasks[1]])
     assert len(calls) == 1 and scorer.requested == 6
+
+
+def test_sft_batch_trains_only_on_the_solution_and_eos():
+    from maxk.demo.base import BaseConfig, _sft_batch
+
+    space = prompt_space()[:3]
+    prompt_ids = [[1, 2, 3], [4, 5], [6]]
+    program_ids = {p.source: [100 + j, 200 + j] for j, p in enumerate(grammar())}
+    ids, labels, mask = _sft_batch(space, prompt_ids, program_ids, random.Random(0),
+                                   BaseConfig(batch_size=8, noise=0.0), eos=9, pad=0)
+    for row in range(8):
+        n = int(mask[row].sum())
+        seq = ids[row, :n].tolist()
+        prompt = next(p for p in prompt_ids if seq[: len(p)] == p)
+        assert seq[-1] == 9 and len(seq) == len(prompt) + 3  # prompt + 2 program tokens + eos
+        assert (labels[row, : len(prompt)] == -100).all() and (labels[row, n:] == -100).all()
+        assert labels[row, len(prompt) : n].tolist() == seq[len(prompt) :]
+
+
+def _curves(label: str, rewards: np.ndarray, ks=(1, 2, 4)):
+    from maxk.evaluation import PromptSamples, curves_from_groups
+
+    groups = [PromptSamples(task_id=f"t{p}", rewards=r, successes=r == 1.0, completions=[str(x) for x in r])
+              for p, r in enumerate(rewards)]
+    return curves_from_groups(groups, list(ks), label=label, n_boot=50)
+
+
+def test_goal_check_needs_all_three_conditions():
+    from maxk.demo import report
+
+    rng = np.random.default_rng(0)
+    base = rng.choice([0.0, 0.5, 1.0], size=(30, 4))
+    collapsed = np.repeat(base[:, :1] * 0 + 0.5, 4, axis=1)  # always 0.5: max@4 = 0.5 everywhere
+    spread = base.copy()
+    spread[:, 0] = 1.0  # one perfect sample per prompt: max@4 = 1, max@1 >= base's
+    runs = [_curves("base", base), _curves("grpo", collapsed), _curves("maxk_offpolicy", spread)]
+    met, text = report.goal_met(runs, 4)
+    assert met and "MET" in text
+    # the same, but off-policy's max@1 falls below the base's: not met
+    worse = np.zeros_like(base)
+    worse[:, 0] = 1.0
+    runs_bad = [_curves("base", np.full_like(base, 0.6)), runs[1], _curves("maxk_offpolicy", worse)]
+    assert not report.goal_met(runs_bad, 4)[0]
+    # no difference from GRPO: not met
+    assert not report.goal_met([runs[0], runs[1], _curves("maxk_offpolicy", collapsed)], 4)[0]
+    assert [r.label for r in report.best_two(runs, 4)] == ["base", "maxk_offpolicy"]
+    table = report.curve_table(runs, "max@k")
+    assert table.splitlines()[0].startswith("| max@k | k=1 | k=2 | k=4 |") and "| grpo | 0.500 |" in table

@@ -28,7 +28,6 @@ import torch.nn.functional as F
 from maxk.demo.tasks import (
     DEFAULT_SPEC,
     TaskSpec,
-    consistent_programs,
     grammar,
     prompt_space,
     prompt_text,
@@ -49,8 +48,8 @@ class BaseConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 256
-    steps: int = 600  # SFT optimiser steps
-    batch_size: int = 128  # sequences per step
+    steps: int = 200  # SFT optimiser steps
+    batch_size: int = 64  # sequences per step
     lr: float = 3e-3  # AdamW peak learning rate (linear warm-up, cosine decay)
     noise: float = 0.2  # fraction of SFT solutions that are random programs
 
@@ -64,14 +63,13 @@ def tokenizer_texts(spec: TaskSpec = DEFAULT_SPEC) -> list[str]:
     return [prompt_text(ex) for ex in prompt_space(spec)] + [p.source for p in grammar()] * 5
 
 
-def _sft_batch(prompt_ids, program_ids, fitting, rng: random.Random, config: BaseConfig, eos: int, pad: int):
-    """(input_ids, labels, attention_mask), right padded; labels are -100 on prompt and padding."""
+def _sft_batch(space, prompt_ids, program_ids: dict, rng, config: BaseConfig, eos: int, pad: int):
+    """(input_ids, labels, attention_mask), right padded; labels are -100 on prompt and padding.
+    Each row: a random prompt of `space` and a solution drawn by `tasks.sft_solution`."""
     rows = []
     for _ in range(config.batch_size):
-        i = rng.randrange(len(prompt_ids))
-        pool = fitting[i] if rng.random() >= config.noise else range(len(program_ids))
-        completion = program_ids[rng.choice(list(pool))] + [eos]
-        rows.append((prompt_ids[i], completion))
+        i = rng.randrange(len(space))
+        rows.append((prompt_ids[i], program_ids[sft_solution(space[i], rng, config.noise)] + [eos]))
     width = max(len(p) + len(c) for p, c in rows)
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     labels = torch.full_like(ids, -100)
@@ -102,11 +100,8 @@ def train_base(out_dir: Path, config: BaseConfig, spec: TaskSpec = DEFAULT_SPEC,
     )
     model, tok = load_model_and_tokenizer(str(out_dir))
     space = prompt_space(spec)
-    programs = grammar()
-    index = {p.expr: j for j, p in enumerate(programs)}
     prompt_ids = [tok(prompt_text(ex))["input_ids"] for ex in space]
-    program_ids = [tok(p.source)["input_ids"] for p in programs]
-    fitting = [[index[p.expr] for p in consistent_programs(ex)] for ex in space]
+    program_ids = {p.source: tok(p.source)["input_ids"] for p in grammar()}
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -120,11 +115,9 @@ def train_base(out_dir: Path, config: BaseConfig, spec: TaskSpec = DEFAULT_SPEC,
         ),
     )
     model.train()
-    t0 = time.time()
+    t0, pad = time.time(), tok.pad_token_id
     for step in range(config.steps):
-        ids, labels, mask = _sft_batch(
-            prompt_ids, program_ids, fitting, rng, config, tok.eos_token_id, tok.pad_token_id
-        )
+        ids, labels, mask = _sft_batch(space, prompt_ids, program_ids, rng, config, tok.eos_token_id, pad)
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
         loss = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
@@ -154,8 +147,3 @@ def ensure_base(cache_dir: Path, config: BaseConfig, spec: TaskSpec = DEFAULT_SP
     train_base(tmp, config, spec, log=log)
     tmp.rename(out)
     return out
-
-
-def sft_solution_text(examples, rng: random.Random, noise: float) -> str:
-    """Alias kept next to the recipe for readers: the distribution the SFT targets are drawn from."""
-    return sft_solution(examples, rng, noise)

@@ -19,10 +19,9 @@ import numpy as np
 from maxk.rewards import Task, score_completions
 
 METHODS = ("grpo", "maxk_zscore", "maxk_loo1", "maxk_offpolicy")
-# Estimator options beyond k. Off-policy max@k is run with the group z-score of rt' (the baseline of the
-# paper's best on-policy variant, "BoN mean"): the unbaselined N * rt' is all-positive and its variance
-# swamps a short run.
-METHOD_OPTIONS: dict[str, dict] = {"maxk_offpolicy": {"zscore": True}}
+# Estimator options beyond k (none: every estimator runs with its registry defaults; maxk_offpolicy is
+# the unbaselined first-order estimator N * rt' with delta clipped to [-0.2, 0.2]).
+METHOD_OPTIONS: dict[str, dict] = {}
 
 
 class MemoScorer:
@@ -56,12 +55,12 @@ class RLSettings:
     """One budget and recipe shared by every method (only the estimator differs)."""
 
     steps: int = 30  # RL steps (one rollout batch each)
-    prompts_per_step: int = 8  # P
-    n: int = 16  # N samples per prompt during training
-    k: int = 8  # the k of max@k the max@k estimators optimise
-    ppo_epochs: int = 3  # PPO iterations per batch (the paper uses 3)
-    minibatch_groups: int = 4  # groups per optimiser step: P / this optimiser steps per pass
-    lr: float = 5e-4
+    prompts_per_step: int = 16  # P
+    n: int = 8  # N samples per prompt during training (the paper's 8)
+    k: int = 4  # the k of max@k the max@k estimators optimise
+    ppo_epochs: int = 3  # PPO iterations per batch (the paper's 3)
+    minibatch_groups: int = 8  # groups per optimiser step: P / this = 2 optimiser steps per pass
+    lr: float = 2.5e-4
     clip_eps: float = 0.2
     kl_beta: float = 0.0
     max_new_tokens: int = 20
