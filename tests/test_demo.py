@@ -14,8 +14,8 @@ from maxk.demo.tasks import (
     grammar,
     make_tasks,
     prompt_space,
-    split_prompts,
     sft_solution,
+    split_prompts,
 )
 
 
