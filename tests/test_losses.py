@@ -9,7 +9,14 @@ import torch
 
 from maxk.losses import AGGREGATIONS, RATIOS, clipped_surrogate_loss, kl_k3, kl_penalty
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """Gradient checks in float64; restored afterwards so other test modules see torch's default."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def toy_policy(b=3, t=4, v=5, seed=0):
