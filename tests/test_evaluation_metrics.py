@@ -199,6 +199,17 @@ def test_diversity_in_curves_from_file(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- compare
+def test_difference_formatting():
+    from maxk.evaluation.report import fmt_diff
+
+    assert [fmt_diff(x) for x in (0.0123, -0.0344, -1e-17, float("nan"))] == [
+        "+0.012",
+        "-0.034",
+        "0.000",
+        "n/a",
+    ]
+
+
 def test_wilcoxon_golden_and_ties():
     # 10 prompts, all improved with distinct magnitudes: exact two-sided p = 2 / 2^10
     d = np.arange(1, 11) / 100.0

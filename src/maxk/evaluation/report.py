@@ -12,6 +12,15 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def fmt_diff(d: float) -> str:
+    """Signed difference, '+0.012' / '-0.034'; float noise that rounds to 0 prints as '0.000'."""
+    if math.isnan(d):
+        return "n/a"
+    if round(d, 3) == 0:
+        return "0.000"
+    return f"{d:+.3f}"
+
+
 def fmt_p(p: float) -> str:
     if math.isnan(p):
         return "n/a"
@@ -100,8 +109,7 @@ def compare_markdown(runs: list[Curves]) -> str:
                 cells.append(f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]")
             for table in paired:
                 p: PairedResult = table[(m, k)]
-                sign = "+" if p.mean_diff > 0 else ""
-                cells += [f"{sign}{fmt(p.mean_diff)}", fmt_p(p.p_value), f"{p.wins}/{p.ties}/{p.losses}"]
+                cells += [fmt_diff(p.mean_diff), fmt_p(p.p_value), f"{p.wins}/{p.ties}/{p.losses}"]
             out.append("| " + " | ".join(cells) + " |")
     out += [
         "",
