@@ -108,7 +108,6 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tiny_model_dir, tmp_pa
     ).read_text()
 
 
-@pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
