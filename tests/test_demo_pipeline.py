@@ -1,0 +1,44 @@
+"""Smoke run of the whole demo pipeline at toy size: SFT base (cached), RL, sampling, sandbox, report."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+
+def test_pipeline_end_to_end_at_toy_size(tmp_path):
+    from maxk.demo.base import BaseConfig
+    from maxk.demo.experiment import RLSettings
+    from maxk.demo.run import DemoSettings, print_seed_report, run_seed
+
+    torch.set_num_threads(1)
+    s = DemoSettings(
+        base=BaseConfig(steps=3, batch_size=8, hidden_size=32, num_layers=1, intermediate_size=64),
+        rl=RLSettings(steps=1, prompts_per_step=2, n=4, k=2, minibatch_groups=2),
+        methods=("grpo", "maxk_offpolicy"),
+        n_eval=4,
+        n_test=3,
+        ks=(1, 2, 4),
+    )
+    lines: list[str] = []
+    runs = run_seed(0, s, tmp_path / "out", tmp_path / "cache", log=lines.append)
+    assert [r.label for r in runs] == ["base", "grpo", "maxk_offpolicy"]
+    assert all(len(r.task_ids) == 3 for r in runs)
+    assert any("sft step" in line for line in lines) and any("RL grpo" in line for line in lines)
+    for r in runs:  # max@k is non-decreasing in k and in [0, 1]
+        means = [r.overall["max@k"].at(k)[0] for k in (1, 2, 4)]
+        assert 0.0 <= means[0] <= means[1] <= means[2] <= 1.0
+    met = print_seed_report(runs, 4, tmp_path / "out", log=lines.append)
+    assert isinstance(met, bool)
+    for name in ("compare.md", "curves.png", "summary.txt", "curves.json"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+    assert (tmp_path / "out" / "grpo" / "final_model" / "config.json").exists()
+    # the base model is cached: a second call reuses it
+    base_dirs = list((tmp_path / "cache").iterdir())
+    assert len(base_dirs) == 1
+    from maxk.demo.base import ensure_base
+
+    again: list[str] = []
+    assert ensure_base(tmp_path / "cache", s.base, log=again.append) == base_dirs[0]
+    assert again and "cached" in again[0]
