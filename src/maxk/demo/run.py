@@ -28,7 +28,7 @@ class DemoSettings:
     rl: RLSettings = field(default_factory=RLSettings)
     methods: tuple[str, ...] = METHODS
     n_eval: int = 128  # samples per test prompt
-    n_test: int = 64  # test prompts (of the ~97 in the test split)
+    n_test: int | None = None  # test prompts: None = all of the split (97)
     ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
