@@ -185,3 +185,11 @@ def test_goal_check_needs_all_three_conditions():
     assert [r.label for r in report.best_two(runs, 4)] == ["base", "maxk_offpolicy"]
     table = report.curve_table(runs, "max@k")
     assert table.splitlines()[0].startswith("| max@k | k=1 | k=2 | k=4 |") and "| grpo | 0.500 |" in table
+
+
+def test_cli_refuses_methods_without_the_compared_pair(capsys):
+    from maxk.demo.__main__ import main
+
+    assert main(["--methods", "grpo", "maxk_loo1"]) == 2
+    assert "maxk_offpolicy" in capsys.readouterr().err
+    assert main(["--methods", "grpo", "maxk_offpolicy", "ppo"]) == 2

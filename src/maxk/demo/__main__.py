@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.test_prompts is not None:
         s = dataclasses.replace(s, n_test=args.test_prompts)
     if args.methods:
+        from maxk.demo.experiment import METHODS
+
+        unknown = sorted(set(args.methods) - set(METHODS))
+        if unknown or not {"grpo", "maxk_offpolicy"} <= set(args.methods):
+            print(f"--methods: choose from {list(METHODS)}, including grpo and maxk_offpolicy "
+                  f"(the report compares them); got {args.methods}", file=sys.stderr)
+            return 2
         s = dataclasses.replace(s, methods=tuple(args.methods))
     seeds = args.seeds or ([0, 1, 2] if args.full else [0])
     out = Path(args.out)
