@@ -10,14 +10,17 @@ the completion is a complete short program
 and the reward is the fraction of hidden tests (`assert f(11) == 34`, at inputs not shown) it passes,
 scored by maxk's sandboxed runner (`maxk.rewards.score_completions("code_tests", ...)`).
 
-Why the family is ambiguous on purpose: two or three examples rarely pin down the program. Every task
-is generated so that at least `min_consistent` programs of the grammar fit the shown examples, yet the
-programs disagree on the hidden inputs. A policy that guesses one plausible program earns partial credit;
-a policy that spreads its samples over the plausible programs finds the hidden one in a Best-of-N batch.
-This is the situation where max@k (expected best of k) and mean reward (max@1) pull apart.
+Why the family is ambiguous on purpose: two examples rarely pin down the program. Every prompt has at
+least `min_consistent` (3) fitting programs of the grammar (4.1 on average), and the hidden tests separate
+the hidden one from at least one of them. A policy that guesses one plausible program earns partial
+credit (about half the hidden tests on average); a policy that spreads its samples over the plausible
+programs finds the hidden one in a Best-of-N batch. This is where max@k (expected best of k) and mean
+reward (max@1) pull apart.
 
-Train and test tasks come from disjoint seeds (`make_tasks(split="train"|"test", seed=...)`), so RL never
-sees a test prompt. Everything is a pure function of the seed.
+Splits: the prompt space (242 example sets) is shuffled by the seed and cut into disjoint train (145) and
+test (97) prompts (`split_prompts`). `make_tasks("train", every_target=True)` pairs each train prompt with
+every plausible hidden program, so RL cannot memorise "the" answer to a prompt; `make_tasks("test")`
+draws one hidden program per test prompt. Everything is a pure function of the seed.
 """
 
 from __future__ import annotations
