@@ -91,3 +91,18 @@ def test_config_contract():
         SandboxConfig(bwrap="yes")
     with pytest.raises(ValueError, match="positive"):
         SandboxConfig(timeout_s=0)
+
+
+def test_interpreter_under_tmp_stays_visible_in_bubblewrap():
+    """bubblewrap gives the program a private /tmp; an interpreter whose environment lives under /tmp (a CI
+    clone's .venv) must still be mounted on top of it, or every program 'crashes' with execvp errors."""
+    import subprocess
+    import sys
+
+    if isolation_level(SandboxConfig(bwrap="auto")) != "bwrap":
+        pytest.skip("bubblewrap not usable here")
+    with tempfile.TemporaryDirectory(dir="/tmp") as env_dir:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", env_dir], check=True)
+        python = os.path.join(env_dir, "bin", "python")
+        r = run_sandboxed("print(6 * 7)", config=SandboxConfig(bwrap="require", python=python))
+    assert (r.returncode, r.stdout, r.isolation) == (0, b"42\n", "bwrap"), r.stderr_tail

@@ -152,10 +152,12 @@ def _bwrap_argv(root: str, python: str) -> list[str]:
             argv += ["--symlink", os.readlink(host), host]
         elif os.path.isdir(host):
             argv += ["--ro-bind", host, host]
+    # The private /tmp comes before the interpreter's mounts: an environment that lives under /tmp
+    # (a CI clone's .venv, say) must stay visible, mounted read-only on top of the empty tmpfs.
+    argv += ["--dev", "/dev", "--tmpfs", "/tmp"]
     for p in _python_mounts(python):
         argv += ["--ro-bind", p, p]
-    argv += ["--dev", "/dev", "--tmpfs", "/tmp", "--bind", root, SANDBOX_ROOT,
-             "--chdir", SANDBOX_ROOT + "/work", "--clearenv", "--"]
+    argv += ["--bind", root, SANDBOX_ROOT, "--chdir", SANDBOX_ROOT + "/work", "--clearenv", "--"]
     return argv
 
 
