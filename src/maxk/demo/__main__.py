@@ -21,7 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     p.add_argument("--cache-dir", default=None, help="where the base model is cached (default OUT/cache)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1: the README's numbers were printed with 1, and float sums differ "
+        "with the thread count, so sampled runs diverge; the sandbox pool uses the other cores)",
+    )
     p.add_argument("--steps", type=int, default=None, help="RL steps per method (default: the demo's)")
     p.add_argument("--test-prompts", type=int, default=None, help="test prompts (default: the demo's)")
     p.add_argument(
