@@ -99,7 +99,8 @@ def load_model_and_tokenizer(name_or_path: str, *, dtype=None, device=None, gguf
     looks_local = path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1
     if looks_local and not path.exists():
         raise FileNotFoundError(
-            f"model path {name_or_path!r} does not exist; pass a local model directory or a hub name 'org/model'"
+            f"model path {name_or_path!r} does not exist; "
+            "pass a local model directory or a hub name 'org/model'"
         )
     source = str(path) if path.exists() else name_or_path
     extra = {"gguf_file": gguf_file} if gguf_file else {}

@@ -37,7 +37,8 @@ class Registry(Generic[F]):
         try:
             return self._entries[name]
         except KeyError:
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._entries))}") from None
+            known = ", ".join(sorted(self._entries))
+            raise KeyError(f"unknown {self.kind} {name!r}; known: {known}") from None
 
     def bind(self, name: str, **options) -> Callable:
         """The entry with its keyword options bound once, e.g. `ADVANTAGES.bind("maxk", k=4)`."""
