@@ -32,13 +32,14 @@ system-deps:
 	  else echo "note: bubblewrap (bwrap) not installed; install it for the strongest sandbox"; fi; }
 
 test: setup system-deps
+	$(VENV)/bin/ruff check src tests benchmarks recipes
 	$(PY) -m pytest
 
 test-slow: setup system-deps
 	$(PY) -m pytest -m slow
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks recipes
 
 demo: setup system-deps
 	$(PY) -m maxk.demo
