@@ -26,9 +26,10 @@ def test_completion_mask_stops_after_first_eos():
     assert torch.equal(completion_mask_from_ids(ids, [9, 2]), expected)
 
 
-def test_shapes_row_order_and_masks(model_and_tokenizer):
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_shapes_row_order_and_masks(model_and_tokenizer, engine):
     model, tok = model_and_tokenizer
-    ro = generate_rollouts(model, tok, PROMPTS, n=4, max_new_tokens=12, batch_size=5, seed=0)
+    ro = generate_rollouts(model, tok, PROMPTS, n=4, max_new_tokens=12, batch_size=5, seed=0, engine=engine)
     b = len(PROMPTS) * 4
     assert ro.shape == (3, 4)
     assert ro.completion_ids.shape[0] == b and ro.logprobs.shape == ro.completion_ids.shape
@@ -65,13 +66,14 @@ def test_seed_reproduces_and_leaves_global_rng_alone(model_and_tokenizer):
     assert not torch.equal(a.completion_ids, c.completion_ids)
 
 
+@pytest.mark.parametrize("engine", ["fast", "hf"])
 @pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (1.5, 1.0)])
-def test_recomputed_log_probs_equal_stored_ones(model_and_tokenizer, temperature, top_p):
+def test_recomputed_log_probs_equal_stored_ones(model_and_tokenizer, temperature, top_p, engine):
     """At the behaviour parameters the update's forward pass reproduces the stored log-probs."""
     model, tok = model_and_tokenizer
     ro = generate_rollouts(
         model, tok, PROMPTS, n=4, max_new_tokens=16, batch_size=6, seed=1,
-        temperature=temperature, top_p=top_p,
+        temperature=temperature, top_p=top_p, engine=engine,
     )
     with torch.no_grad():
         logp, ent = token_log_probs(

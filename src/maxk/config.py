@@ -81,6 +81,9 @@ class RolloutConfig:
     top_p: float = _f(1.0, "nucleus sampling threshold (1 = off)")
     max_new_tokens: int = _f(256, "maximum completion length in tokens")
     batch_size: int = _f(64, "rows (prompt samples) per generate call")
+    engine: Literal["auto", "hf", "fast"] = _f(
+        "auto", "sampler: fast (maxk.decode; Llama, Mistral, Qwen2), hf (generate), auto (fast if supported)"
+    )
 
 
 @dataclass(frozen=True)

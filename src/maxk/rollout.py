@@ -12,10 +12,13 @@ PPO ratio is 1 at the first pass up to float rounding (tested).
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+ENGINES = ("auto", "hf", "fast")  # generate_rollouts(engine=...): maxk.decode where supported, or HF generate
 
 
 @dataclass
@@ -149,13 +152,17 @@ def generate_rollouts(
     max_new_tokens: int = 256,
     batch_size: int = 64,
     seed: int | None = None,
+    engine: str = "auto",
 ) -> Rollouts:
-    """Sample `n` completions for each prompt with KV-cached `model.generate`, in row batches.
+    """Sample `n` completions for each prompt with a KV-cached decoder, in row batches.
 
     prompts: P strings; returns Rollouts with B = P * n rows (row p * n + i is sample i of prompt p).
     Sampling uses softmax(logits / temperature) truncated to top_p (top-k off). With `seed` set the
-    samples are a function of (model, prompts, options, seed) and the global RNG is left untouched;
-    with `seed=None` the global torch RNG is used and advanced.
+    samples are a function of (model, prompts, options, seed, engine) and the global RNG is left
+    untouched; with `seed=None` the global torch RNG is used and advanced.
+    engine: "fast" is `maxk.decode` (Llama-family models; a ValueError says why another model is not
+    supported), "hf" is Hugging Face `model.generate`, "auto" is "fast" where supported, else "hf".
+    Both draw the same random numbers in the same order, so they differ only by float rounding.
     """
     if n < 1 or not prompts:
         raise ValueError(f"need n >= 1 and at least one prompt, got n={n}, {len(prompts)} prompts")
@@ -165,6 +172,8 @@ def generate_rollouts(
         raise ValueError(
             "tokenizer needs a pad token and padding_side='left' (load_model_and_tokenizer sets both)"
         )
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)}, got {engine!r}")
     device = next(model.parameters()).device
     eos = model.generation_config.eos_token_id
     eos = tokenizer.eos_token_id if eos is None else eos
@@ -172,32 +181,23 @@ def generate_rollouts(
     prompt_ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
     prompt_mask = enc["attention_mask"].repeat_interleave(n, dim=0).to(device)
 
+    sample = functools.partial(
+        _sampler(model, engine, prompt_ids.shape[1] + max_new_tokens),
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     was_training = model.training
     model.eval()
     chunks = []
     with _seeded(seed, device):
         for start in range(0, prompt_ids.shape[0], batch_size):
             ids, mask = prompt_ids[start : start + batch_size], prompt_mask[start : start + batch_size]
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=True,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=0,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=eos,
-                return_dict_in_generate=True,
-                output_logits=True,
-            )
-            completion = out.sequences[:, ids.shape[1] :]
-            logits = torch.stack(out.logits, dim=1)  # (b, T, V) raw, before temperature/top-p
-            logp, ent = log_probs_and_entropy(logits, completion, temperature)
-            cmask = completion_mask_from_ids(completion, eos)
-            ended = cmask.sum(1) < completion.shape[1]
-            ended |= torch.isin(completion[:, -1], torch.as_tensor(eos, device=device).reshape(-1))
-            chunks.append((completion, cmask, logp * cmask, ent * cmask, ended))
+            s = sample(model, ids, mask)
+            cmask = completion_mask_from_ids(s.completion_ids, eos)
+            chunks.append((s.completion_ids, cmask, s.logprobs * cmask, s.entropy * cmask, s.finished))
     model.train(was_training)
 
     width = max(c[0].shape[1] for c in chunks)
@@ -219,6 +219,46 @@ def generate_rollouts(
         num_tokens=int(completion_mask.sum()),
         finished=torch.cat([c[4] for c in chunks]),
     )
+
+
+def _sampler(model, engine: str, max_length: int):
+    """The chunk sampler of `engine`: maxk.decode.sample_completions or `_sample_with_generate`."""
+    from maxk.decode import sample_completions, supports_fast_decode
+
+    if engine == "hf":
+        return _sample_with_generate
+    reason = supports_fast_decode(model, max_length)
+    if reason is None:
+        return sample_completions
+    if engine == "fast":
+        raise ValueError(f"engine='fast' does not support this model: {reason}; use engine='auto' or 'hf'")
+    return _sample_with_generate
+
+
+def _sample_with_generate(
+    model, prompt_ids, prompt_mask, *, max_new_tokens, temperature, top_p, eos_token_id, pad_token_id
+):
+    """`maxk.decode.sample_completions` through Hugging Face `model.generate`; returns a `Sampled`."""
+    from maxk.decode import Sampled
+
+    out = model.generate(
+        input_ids=prompt_ids,
+        attention_mask=prompt_mask,
+        do_sample=True,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        return_dict_in_generate=True,
+        output_logits=True,
+    )
+    completion = out.sequences[:, prompt_ids.shape[1] :]
+    logits = torch.stack(out.logits, dim=1)  # (b, T, V) raw, before temperature/top-p
+    logp, ent = log_probs_and_entropy(logits, completion, temperature)
+    eos = torch.as_tensor(eos_token_id, device=completion.device).reshape(-1)
+    return Sampled(completion, logp, ent, finished=torch.isin(completion, eos).any(dim=1))
 
 
 def rollout_log_probs(model, ro: Rollouts, rows: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:

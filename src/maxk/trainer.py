@@ -66,7 +66,8 @@ def train(config: Config, *, resume: bool = False, tasks=None, reward_fn: Reward
     # bind the configuration to the four parts once
     rollout = functools.partial(
         generate_rollouts, model, tokenizer, n=c.rollout.n, temperature=c.rollout.temperature,
-        top_p=c.rollout.top_p, max_new_tokens=c.rollout.max_new_tokens, batch_size=c.rollout.batch_size)
+        top_p=c.rollout.top_p, max_new_tokens=c.rollout.max_new_tokens, batch_size=c.rollout.batch_size,
+        engine=c.rollout.engine)
     reward = functools.partial(score_rollouts, reward_fn, binary=a.estimator in BINARY_ONLY)
     advantage = ADVANTAGES.bind(a.estimator, k=a.k, **a.estimator_options)
     updates = run.steps * a.ppo_epochs * (c.batch_size // c.minibatch_size)
@@ -364,6 +365,7 @@ def configured_evaluation(config: Config):
             top_p=config.rollout.top_p,
             max_new_tokens=e.max_new_tokens or config.rollout.max_new_tokens,
             batch_size=config.rollout.batch_size,
+            engine=config.rollout.engine,
             chat=config.data.chat,
             seed=config.run.seed,
             progress=False,

@@ -39,6 +39,7 @@ class EvalConfig:
     top_p: float = 1.0  # nucleus truncation
     max_new_tokens: int = 256  # completion length limit
     batch_size: int = 64  # rows per generate call
+    engine: str = "auto"  # sampler of maxk.rollout.generate_rollouts: "auto", "fast" or "hf"
     seed: int = 0  # base seed; prompt p uses prompt_seed(seed, p)
     stop: tuple[str, ...] = ()  # completion text is cut at the first of these strings before scoring
     chat: bool = False  # wrap the prompt in the tokenizer's chat template
@@ -48,6 +49,8 @@ class EvalConfig:
             raise ValueError(f"n must be >= 1 samples per prompt, got {self.n}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
+        if self.engine not in ("auto", "fast", "hf"):
+            raise ValueError(f"engine must be 'auto', 'fast' or 'hf', got {self.engine!r}")
 
 
 @dataclass
@@ -100,6 +103,7 @@ def sample_prompt(model, tokenizer, task, p: int, cfg: EvalConfig) -> list[dict]
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         seed=prompt_seed(cfg.seed, p),
+        engine=cfg.engine,
     )
     completions = [cut_at_stop(t, cfg.stop) for t in ro.texts[0]]
     scores = score_completions(cfg.reward, completions, [task] * cfg.n, **cfg.reward_options)
