@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from maxk import _fused
+
 __all__ = [
     "MaxAtKCurve",
     "max_at_k",
@@ -102,9 +104,30 @@ def _weights(terms: tuple, count: int, scale: float, descending: bool, dtype, de
     return (w.flip(0) if descending else w).to(dtype=dtype, device=device)
 
 
+EXPAND_MAX = 1 << 16  # elements; see `_weights_rows`
+
+
+@functools.lru_cache(maxsize=64)
+def _weights_rows(terms: tuple, count: int, scale: float, descending: bool, dtype, device, rows: int):
+    """`_weights` ready to multiply (rows, count) data: pre-expanded to (rows, count) when that is small.
+
+    On small batches (P * N <= EXPAND_MAX) the cost of an elementwise op is its dispatch, and one that
+    broadcasts a (count,) vector over a short sample axis takes twice as long as a same-shape op (the
+    inner loop is only N long), so the weights are cached expanded and contiguous. Larger batches get the
+    (count,) vector: memory stays O(N).
+    """
+    w = _weights(terms, count, scale, descending, dtype, device)
+    return w.expand(rows, count).contiguous() if rows * count <= EXPAND_MAX else w
+
+
 def _rank(n: int, k: int, drop: int, coef: int = 1) -> tuple:
     """The term for C(i-1-drop, k-1-drop) / C(n, k), ranks i = 1..n (see `_weights`)."""
     return (coef, -drop, k - 1 - drop, n, k)
+
+
+def _times(term: tuple, c: int) -> tuple:
+    """A `_rank` term with its coefficient multiplied by c."""
+    return (c * term[0], *term[1:])
 
 
 def rank_weights(n: int, k: int, drop: int = 0, *, dtype=torch.float64, device=None, descending=False):
@@ -118,17 +141,45 @@ def rank_weights(n: int, k: int, drop: int = 0, *, dtype=torch.float64, device=N
     return _weights((_rank(n, k, drop),), n, 1.0, descending, dtype, dev).clone()
 
 
-def _sort(rewards: torch.Tensor, descending: bool = False):
-    """(sorted values, order) along the last axis; ValueError if any reward is NaN or inf.
+def _sort(rewards: torch.Tensor, descending: bool = False, check: bool = True):
+    """(sorted values, order) along the last axis; ValueError if any reward is NaN or inf (check=True).
 
     NaN sorts as the largest value, so checking the first and last sorted columns finds every NaN/inf
-    at the cost of 2 P elements instead of a pass over all of them.
+    at the cost of 2 P elements instead of a pass over all of them. check=False is for callers that
+    check their result with `_finite` instead (one reduction, cheaper again).
     """
     v, order = rewards.sort(dim=-1, descending=descending)
+    if not check:
+        return v, order
     ends = v[..., :: max(v.shape[-1] - 1, 1)]  # first and last columns
     if v.numel() and not bool(ends.abs().amax() < torch.inf):  # NaN < inf is False
         raise ValueError(NOT_FINITE)
     return v, order
+
+
+LOG_RATIO_NOT_FINITE = "log_ratio contains NaN (or inf with delta_clip=None)"
+
+
+def _finite(out: torch.Tensor, rewards: torch.Tensor, delta: torch.Tensor | None = None,
+            total: float | None = None) -> torch.Tensor:
+    """`out` if it is finite, else a ValueError naming the cause. One reduction on the happy path.
+
+    For transforms in which every input element reaches its own output through a product (x * w, even
+    with w = 0): then IEEE arithmetic turns any NaN/inf input into a non-finite output, and a finite
+    sum of the output proves all inputs finite. Only on failure are the inputs scanned, to say which.
+    total: the sum of `out` when the caller has it already (the fused kernels return it).
+    """
+    if out.numel() == 0 or math.isfinite(out.sum().item() if total is None else total):
+        return out
+    if not bool(torch.isfinite(rewards).all()):
+        raise ValueError(NOT_FINITE)
+    if delta is not None and not bool(torch.isfinite(delta).all()):
+        raise ValueError(LOG_RATIO_NOT_FINITE)
+    if not bool(torch.isfinite(out).all()):
+        big = float(rewards.abs().max())
+        raise ValueError(f"the result overflows {out.dtype} (|rewards| up to {big:.3g}); rescale the rewards "
+                         "or pass them in float64")
+    return out  # finite values whose sum alone overflowed
 
 
 def _unsort(values_sorted: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
@@ -252,10 +303,15 @@ def maxk_reward_transform(rewards: torch.Tensor, k: int, scale: float = 1.0) -> 
     Ties do not matter (tied samples get equal rt). rewards: (..., N); returns (..., N) in input order.
     """
     n = rewards.shape[-1]
-    r, order = _sort(rewards, descending=True)
-    own = _weights((_rank(n, k, 0), _rank(n, k, 1, -1)), n, float(scale), True, r.dtype, r.device)
-    b = _weights((_rank(n, k, 1),), n, float(scale), True, r.dtype, r.device)
-    return _unsort(torch.addcmul((b * r).cumsum(-1), own, r), order)
+    terms = ((_rank(n, k, 0), _rank(n, k, 1, -1)), (_rank(n, k, 1),))  # own = a - b, and b
+    if _fused.applies(rewards):
+        own, b = (_weights(t, n, float(scale), True, rewards.dtype, rewards.device) for t in terms)
+        out, total = _fused.maxk_rt(rewards, own, b)
+        return _finite(out, rewards, total=total)
+    r, order = _sort(rewards.reshape(-1, n), descending=True, check=False)
+    own, b = (_weights_rows(t, n, float(scale), True, r.dtype, r.device, r.shape[0]) for t in terms)
+    out = _unsort(torch.addcmul((b * r).cumsum(-1), own, r), order)  # own * r: every r_i reaches out_i
+    return _finite(out, rewards).reshape(rewards.shape)
 
 
 def _gaps(rewards: torch.Tensor):
@@ -310,7 +366,8 @@ def maxk_centred_transform(rewards: torch.Tensor, k: int) -> torch.Tensor:
     return _unsort((w * g.flip(-1)).cumsum(-1).flip(-1), order)
 
 
-def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: int, scale: float = 1.0):
+def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: int, scale: float = 1.0,
+                               clip: float | None = None):
     """rt'_i = (1/C(N,k)) sum_{|I|=k, i in I} (1 + sum_{l in I} delta_l) max_{j in I} r_j  (MATH.md §3).
 
     First-order off-policy weights: rho(I) = prod_{l in I} (1 + delta_l) ~= 1 + sum_{l in I} delta_l.
@@ -323,20 +380,28 @@ def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: in
         rt'_i = r_i [(a_i - b_i)(1+delta_i) + f_i (P_i - delta_i)] + S1_i + delta_i S2_i,  f = b - e,
         S1_i = sum_{j>=i} [b_j (1+delta_j) + e_j P_j] r_j,  S2_i = sum_{j>=i} f_j r_j.
     delta = 0 gives rt. Returns scale * rt'. rewards, delta: (..., N); returns (..., N) in input order.
+    clip: delta is first clamped to [-clip, clip] (None: used as given).
     """
     n = rewards.shape[-1]
-    r, order = _sort(rewards, descending=True)
-    d = delta.gather(-1, order)
     a, b, e = (_rank(n, k, drop) for drop in (0, 1, 2))
-    w = functools.partial(_weights, count=n, scale=float(scale), descending=True, dtype=r.dtype,
-                          device=r.device)
-    wb, we, wf, wab = w((b,)), w((e,)), w((b, (-1, *e[1:]))), w((a, (-1, *b[1:])))
+    # wb, we, wf = b - e, wab = a - b, wab_f = (a - b) - f
+    terms = ((b,), (e,), (b, _times(e, -1)), (a, _times(b, -1)), (a, _times(b, -2), e))
+    if _fused.applies(rewards):
+        ws = tuple(_weights(t, n, float(scale), True, rewards.dtype, rewards.device) for t in terms)
+        out, total = _fused.offpolicy_rt(rewards, delta, clip, ws)
+        return _finite(out, rewards, delta, total=total)
+    r, order = _sort(rewards.reshape(-1, n), descending=True, check=False)
+    d = delta.reshape(-1, n).gather(-1, order)
+    d = d if clip is None else d.clamp(-clip, clip)
+    wb, we, wf, wab, wab_f = (_weights_rows(t, n, float(scale), True, r.dtype, r.device, r.shape[0])
+                              for t in terms)
     cd = d.cumsum(-1)
     p = cd[..., -1:] - cd  # P_i = sum_{l<i} delta_l: later positions in descending order
-    s1 = (torch.addcmul(torch.addcmul(wb, wb, d), we, p) * r).cumsum(-1)  # sums over j >= i
+    s1 = torch.addcmul(wb, wb, d).addcmul_(we, p).mul_(r).cumsum(-1)  # sums over j >= i
     s2 = (wf * r).cumsum(-1)
-    own = torch.addcmul(torch.addcmul(wab, wab, d), wf, p - d)  # = a - b exactly when delta = 0,
-    return _unsort(torch.addcmul(torch.addcmul(s1, own, r), d, s2), order)  # so delta = 0 gives maxk
+    own = torch.addcmul(wab, wab_f, d).addcmul_(wf, p)  # (a-b)(1+d) + f (p-d); = a - b when delta = 0,
+    out = torch.addcmul(s1, own, r).addcmul_(d, s2)  # so delta = 0 gives maxk bit for bit
+    return _finite(_unsort(out, order), rewards, delta).reshape(rewards.shape)
 
 
 def offpolicy_exact_reward_transform(rewards: torch.Tensor, rho: torch.Tensor, k: int) -> torch.Tensor:
