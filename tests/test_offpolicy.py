@@ -68,6 +68,38 @@ def test_first_order_error_shrinks_quadratically_plain_only_linearly(n, k):
     assert all(a < b for a, b in zip(off, plain))
 
 
+@pytest.mark.parametrize("baseline", ["loo", "loo1"])
+@pytest.mark.parametrize("n, k", [(3, 2), (4, 2), (4, 3), (5, 3)])
+def test_a_leave_one_out_baseline_adds_exactly_zero_in_expectation(baseline, n, k):
+    # (1 + delta_i) b_i grad log pi(y_i): b_i ignores y_i and 1 + delta_i is y_i's exact ratio, so its
+    # expectation under pi_old is E[b_i] * sum_y grad pi_theta(y) = 0: same error as without, eps^2
+    def baselined(r, lr):
+        return ADVANTAGES.get("maxk_offpolicy")(r, k=k, log_ratio=lr, delta_clip=None, baseline=baseline)
+
+    with_baseline = [offpolicy_error(baselined, e, n, k) for e in EPS]
+    without = [offpolicy_error(first_order(k), e, n, k) for e in EPS]
+    assert with_baseline == pytest.approx(without, abs=1e-12)
+    orders = [math.log2(a / b) for a, b in zip(with_baseline, with_baseline[1:])]
+    assert all(1.8 < o < 2.2 for o in orders), (with_baseline, orders)
+
+
+def test_baseline_options_reduce_to_the_on_policy_estimators_and_check_their_ranges():
+    r = torch.rand(5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for baseline in ("loo", "loo1"):
+        got = ADVANTAGES.get("maxk_offpolicy")(r, k=3, baseline=baseline, log_ratio=torch.zeros_like(r))
+        torch.testing.assert_close(got, ADVANTAGES.get(f"maxk_{baseline}")(r, k=3), rtol=0, atol=1e-14)
+    constant = torch.full((2, 6), 0.25)
+    assert torch.equal(ADVANTAGES.get("maxk_offpolicy")(constant, k=3, baseline="loo1"), torch.zeros(2, 6))
+    with pytest.raises(ValueError, match="k <= 5"):
+        ADVANTAGES.get("maxk_offpolicy")(r, k=6, baseline="loo")
+    with pytest.raises(ValueError, match="2 <= k"):
+        ADVANTAGES.get("maxk_offpolicy")(r, k=1, baseline="loo1")
+    with pytest.raises(ValueError, match="'loo' or 'loo1'"):
+        ADVANTAGES.get("maxk_offpolicy")(r, k=2, baseline="mean")
+    with pytest.raises(ValueError, match="not both"):
+        ADVANTAGES.get("maxk_offpolicy")(r, k=2, baseline="loo1", zscore=True)
+
+
 @pytest.mark.parametrize("n, k", [(3, 2), (4, 3), (5, 5)])
 @pytest.mark.parametrize("eps", [0.05, 0.5])
 def test_exact_product_weights_have_no_error(n, k, eps):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from maxk.estimators import (
+    LOG_RATIO_NOT_FINITE,
     check_k,
     check_rewards,
     maxk_centred_transform,
@@ -73,17 +74,21 @@ def _zscore_unless_constant(x: torch.Tensor, r: torch.Tensor, eps: float) -> tor
     return torch.where(_constant(r), torch.zeros_like(z), z)
 
 
-def _delta(log_ratio, rewards: torch.Tensor, clip: float | None) -> torch.Tensor:
-    """delta_i = exp(log_ratio_i) - 1, detached and clamped to [-clip, clip]; zeros when log_ratio is None."""
+def _delta(log_ratio, rewards: torch.Tensor, clip: float | None, check: bool = True) -> torch.Tensor:
+    """delta_i = exp(log_ratio_i) - 1, detached and clamped to [-clip, clip]; zeros when log_ratio is None.
+
+    check=False leaves the NaN check to the caller (`offpolicy_reward_transform` checks its result)."""
     if log_ratio is None:
         return torch.zeros_like(rewards)
     lr = torch.as_tensor(log_ratio).detach().to(dtype=rewards.dtype)
     if lr.shape != rewards.shape:
         raise ValueError(f"log_ratio shape {tuple(lr.shape)} differs from rewards {tuple(rewards.shape)}")
-    d = torch.expm1(lr)  # in [-1, inf]: no -inf, so the sum below is NaN only if some delta is NaN
-    d = d if clip is None else d.clamp(-clip, clip)
-    if bool(torch.isnan(d.sum())):
-        raise ValueError("log_ratio contains NaN")
+    # exp - 1 rather than expm1: exp is vectorised (about twice as fast at small N), and delta only ever
+    # enters as 1 + (sums of deltas), where the absolute error, one rounding of 1, is what counts.
+    d = lr.exp().sub_(1)  # in [-1, inf]: no -inf, so the sum below is NaN only if some delta is NaN
+    d = d if clip is None else d.clamp_(-clip, clip)
+    if check and bool(torch.isnan(d.sum())):
+        raise ValueError(LOG_RATIO_NOT_FINITE)
     return d
 
 
@@ -136,7 +141,7 @@ def maxk_zscore_advantages(rewards, *, k: int, log_ratio=None, eps: float = 1e-6
 
 @ADVANTAGES.register("maxk_offpolicy")
 def maxk_offpolicy_advantages(rewards, *, k: int, log_ratio=None, delta_clip: float | None = 0.2,
-                              zscore: bool = False, eps: float = 1e-6):
+                              zscore: bool = False, baseline: str | None = None, eps: float = 1e-6):
     """A_i = N * rt'_i, the first-order off-policy max@k weights (MATH.md §3, arXiv:2510.23393).
 
     rt'_i = (1/C(N,k)) sum_{|I|=k, i in I} (1 + sum_{l in I} delta_l) max_{j in I} r_j with
@@ -144,12 +149,31 @@ def maxk_offpolicy_advantages(rewards, *, k: int, log_ratio=None, delta_clip: fl
     log_ratio: (P, N) sequence log(pi_theta / pi_old) per sample; None or zeros gives exactly `maxk`.
     The gradient error against grad max@k(pi_theta) is O(delta^2). zscore=True returns the group z-score
     of rt' instead (like `maxk_zscore`). Recompute at every PPO pass (it is in USES_LOG_RATIO).
+
+    baseline="loo" / "loo1" (beyond the paper) subtracts (1 + delta_i) b_i with b_i the baseline of
+    `maxk_loo` (k max@k_hat of the others) / `maxk_loo1` (k max@(k-1)_hat of the others). b_i does not
+    depend on y_i and 1 + delta_i is its importance ratio, so the subtracted term has expectation zero
+    under the sampling policy (exactly, for unclamped delta): same O(delta^2) accuracy, less variance;
+    at delta = 0 it is `maxk_loo` / `maxk_loo1` (up to rounding; zeros for constant groups).
     """
-    r, k = _checked(rewards, k, sorts=True)
-    delta = _delta(log_ratio, r, delta_clip)
+    if baseline not in (None, "loo", "loo1"):
+        raise ValueError(f"maxk_offpolicy baseline must be None, 'loo' or 'loo1', got {baseline!r}")
+    if baseline is not None and zscore:
+        raise ValueError("maxk_offpolicy: choose zscore=True or a baseline, not both (the z-score centres)")
+    lo, what = {None: (1, "max@k"), "loo": (1, "maxk_offpolicy baseline='loo'"),
+                "loo1": (2, "maxk_offpolicy baseline='loo1'")}[baseline]
+    r, k = _checked(rewards, k, lo=lo, hi_drop=int(baseline == "loo"), what=what, sorts=True)
+    delta = _delta(log_ratio, r, None, check=False)  # clamped by the transform, NaN found in its result
     if zscore:
-        return _zscore_unless_constant(offpolicy_reward_transform(r, delta, k), r, eps)
-    return offpolicy_reward_transform(r, delta, k, scale=r.shape[-1])
+        return _zscore_unless_constant(offpolicy_reward_transform(r, delta, k, clip=delta_clip), r, eps)
+    n = r.shape[-1]
+    a = offpolicy_reward_transform(r, delta, k, scale=n, clip=delta_clip)
+    if baseline is None:
+        return a
+    on_policy = ADVANTAGES.get(f"maxk_{baseline}")(r, k=k)  # N rt - b
+    b = maxk_reward_transform(r, k, scale=n) - on_policy
+    d = delta if delta_clip is None else delta.clamp(-delta_clip, delta_clip)
+    return a - (1 + d) * b
 
 
 # ----------------------------------------------------------------------------------------------------------
