@@ -2,13 +2,16 @@
 
     python benchmarks/bench_trainer.py                     # CPU, defaults below
     python benchmarks/bench_trainer.py --device cuda --hidden 512 --layers 8
+    python benchmarks/bench_trainer.py --engine fast       # maxk with one rollout engine only
 
 Both trainers get the same random tiny Qwen2 model (built locally), the same prompts, P prompts x N
 samples per step, the same max new tokens, temperature 1, top-p 1, one PPO iteration, no KL, no
 gradient checkpointing, AdamW, and the same Python reward. Each trainer runs in its own subprocess (so
 peak memory is its own); the first step is warm-up and is left out; the table shows the median of the
-rest. maxk's split comes from its metrics.jsonl; TRL's rollout time is the time spent in
-`GRPOTrainer._generate_and_score_completions` (generation, old log-probs, reward, advantages).
+rest. maxk runs once per rollout engine (`--engine`, default both: `fast` is maxk.decode, `hf` is
+Hugging Face `generate`, which TRL uses too). maxk's split comes from its metrics.jsonl; TRL's rollout
+time is the time spent in `GRPOTrainer._generate_and_score_completions` (generation, old log-probs,
+reward, advantages).
 tokens/s counts generated completion tokens per second of the whole step.
 """
 
@@ -50,13 +53,13 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def run_maxk(a) -> dict:
+def run_maxk(a, engine: str) -> dict:
     from maxk.config import load_config
     from maxk.rewards import Task
     from maxk.trainer import train
 
     tasks = [Task(id=f"t{i}", prompt=p) for i, p in enumerate(PROMPTS)]
-    out = Path(a.workdir) / "maxk-run"
+    out = Path(a.workdir) / f"maxk-run-{engine}"
     cfg = load_config(None, [
         f"model.path={a.model}", f"model.device={a.device}", f"run.output_dir={out}", f"run.steps={a.steps}",
         "run.progress=false", "run.save_every=0", "run.save_final_model=false", "run.samples_every=0",
@@ -64,7 +67,7 @@ def run_maxk(a) -> dict:
         f"rollout.max_new_tokens={a.max_new_tokens}", f"rollout.batch_size={a.prompts * a.n}",
         f"algorithm.estimator={a.estimator}", "algorithm.k=4", "algorithm.ppo_epochs=1",
         f"algorithm.micro_batch_size={a.prompts * a.n}", "algorithm.kl_beta=0", "optim.lr=1e-5",
-        f"run.seed={a.seed}",
+        f"run.seed={a.seed}", f"rollout.engine={engine}",
     ])
     train(cfg, tasks=tasks, reward_fn=lambda completions, tasks: reward(completions))
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][1:]
@@ -139,12 +142,15 @@ def main() -> int:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--estimator", default="maxk_offpolicy")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", choices=["maxk", "trl"], help=argparse.SUPPRESS)
+    p.add_argument("--engine", nargs="+", choices=["fast", "hf", "auto"], default=["fast", "hf"],
+                   help="maxk rollout engine(s) to time (rollout.engine); one table row each")
+    p.add_argument("--only", help=argparse.SUPPRESS)  # "maxk:ENGINE" or "trl": run one trainer, print RESULT
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.only:
-        print("RESULT " + json.dumps({"maxk": run_maxk, "trl": run_trl}[a.only](a)))
+        result = run_trl(a) if a.only == "trl" else run_maxk(a, a.only.split(":")[1])
+        print("RESULT " + json.dumps(result))
         return 0
 
     from maxk.models import build_tiny_model
@@ -153,7 +159,7 @@ def main() -> int:
         model = build_tiny_model(Path(work) / "model", PROMPTS * 20, vocab_size=512, hidden_size=a.hidden,
                                  num_layers=a.layers, intermediate_size=4 * a.hidden)
         results = {}
-        for name in ("maxk", "trl"):
+        for name in [f"maxk:{e}" for e in a.engine] + ["trl"]:
             cmd = [sys.executable, __file__, "--only", name, "--model", str(model), "--workdir", work,
                    *sys.argv[1:]]
             env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
@@ -163,18 +169,21 @@ def main() -> int:
                 print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
                 return 1
             results[name] = json.loads(line[-1][7:])
-    m, t = results["maxk"], results["trl"]
+    t = results.pop("trl")
     print(f"device={a.device} model=Qwen2 hidden={a.hidden} layers={a.layers} P={a.prompts} N={a.n} "
           f"max_new_tokens={a.max_new_tokens} ppo_iterations=1 steps={a.steps} "
           f"(median of steps 2..{a.steps}), "
           f"torch threads={os.environ.get('OMP_NUM_THREADS', 'default')}")
     print("| trainer | s / step | rollout s | update s | rollout tok/s | update tok/s | tokens/s | peak MB |")
     print("|---|---|---|---|---|---|---|---|")
-    for label, r in (("maxk", m), ("TRL GRPOTrainer", t)):
+    rows = [(f"maxk, engine={name.split(':')[1]}", r) for name, r in results.items()]
+    for label, r in [*rows, ("TRL GRPOTrainer", t)]:
         print(f"| {label} | {r['step_s']:.3f} | {r['rollout_s']:.3f} | {r['update_s']:.3f} | "
               f"{r['tokens'] / r['rollout_s']:.0f} | {r['tokens'] / r['update_s']:.0f} | "
               f"{r['tokens'] / r['step_s']:.0f} | {r['peak_mb']:.0f} |")
-    print(f"ratio maxk / TRL time per step: {m['step_s'] / t['step_s']:.2f}x  (target <= 0.5x)")
+    for label, r in rows:
+        ratio = r["step_s"] / t["step_s"]
+        print(f"ratio maxk ({label[6:]}) / TRL time per step: {ratio:.2f}x  (target <= 0.5x)")
     return 0
 
 
