@@ -1,13 +1,16 @@
 """Time every registered advantage estimator next to a bare torch.sort and the O(N^2) matrix forms.
 
-    python benchmarks/bench_advantages.py [--threads 1] [--repeats 20] [--dtype float32] [--shapes 1024x8]
+    python benchmarks/bench_advantages.py [--threads 1] [--blocks 15] [--dtype float32] [--shapes 1024x8]
 
-For each (P, N) it prints, per estimator, the time per call (the minimum over repeats after a warm-up,
-measured round-robin with the sort so that all see the same machine load; the minimum is the least
-noisy statistic on a shared machine) and its ratio to `torch.sort` of the same (P, N) tensor.
-The last rows are the O(N^2) matrix forms that the estimators replace: `maxk` as sorted rewards times
-the (N, N) matrix W_ij = C(j-2, k-2) / C(N,k) (j > i), and the off-policy weights w'_ij of MATH.md §3
-built per prompt as a (P, N, N) tensor (chunked over P to bound memory).
+For each (P, N) and each function: timeit-style blocks of back-to-back calls (about 20 ms each), the block
+alternated with a block of the reference `torch.sort` of the same (P, N) tensor, `--blocks` pairs; the
+time per call is the fastest block's mean, and the ratio compares it with the sort's fastest block from the
+same alternation. Times are the timing thread's CPU time (`time.thread_time`), so other processes on a
+shared machine do not count; with --threads > 1 use a quiet machine instead.
+Rows "(eager)" run `maxk` and `maxk_offpolicy` with the fused small-N kernels switched off (maxk._fused);
+at N > 16 the two paths are the same code. The last rows are the O(N^2) matrix forms that the estimators
+replace: `maxk` as sorted rewards times the (N, N) matrix W_ij = C(j-2, k-2) / C(N,k) (j > i), and the
+off-policy weights w'_ij of MATH.md §3 built per prompt as a (P, N, N) tensor (chunked over P).
 Targets (issue 2): maxk <= 2x sort, maxk_offpolicy <= 3x sort. Not a test: numbers depend on the machine.
 """
 
@@ -19,30 +22,40 @@ import time
 
 import torch
 
+from maxk import _fused
 from maxk.advantages import ADVANTAGES
 from maxk.estimators import rank_weights
 
 SKIP_LARGE = {"maxk_offpolicy_exact"}  # O(N^2 k) by design; timed only at N <= 64
+BLOCK_S = 0.02
 
 
-def measure(fns: dict, repeats: int, budget_s: float = 10.0) -> dict[str, float]:
-    """Minimum seconds per call of each function, measured round-robin.
+def block_mean(fn, calls: int) -> float:
+    """Mean CPU seconds of this thread per call over `calls` back-to-back calls (other processes' load
+    on a shared machine does not count; torch runs single-threaded here, see --threads)."""
+    t0 = time.thread_time()
+    for _ in range(calls):
+        fn()
+    return (time.thread_time() - t0) / calls
 
-    Interleaving (sort, estimator 1, estimator 2, ..., sort, ...) exposes every function to the same
-    machine load over the same window, so ratios to the sort stay meaningful on a busy machine. A
-    function stops being timed after 3 calls once its calls have taken budget_s in total.
-    """
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up (caches, allocator)
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            if len(times[name]) >= 3 and sum(times[name]) > budget_s:
-                continue
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: min(t) for name, t in times.items()}
+
+def versus_sort(fn, sort, blocks: int) -> tuple[float, float]:
+    """(seconds per call of fn, of sort): fastest block means over `blocks` alternating block pairs."""
+    fn(), sort()  # warm-up (caches, allocator, compiled kernels)
+    calls = {f: max(1, int(BLOCK_S / max(block_mean(f, 3), 1e-7))) for f in (fn, sort)}
+    best = {fn: float("inf"), sort: float("inf")}
+    for _ in range(blocks):
+        for f in (sort, fn):
+            best[f] = min(best[f], block_mean(f, calls[f]))
+    return best[fn], best[sort]
+
+
+def eager(fn):
+    """fn with the fused small-N kernels switched off."""
+    def run():
+        with _fused.disabled():
+            return fn()
+    return run
 
 
 def matrix_maxk(rewards: torch.Tensor, k: int) -> torch.Tensor:
@@ -74,8 +87,8 @@ def matrix_offpolicy(rewards: torch.Tensor, delta: torch.Tensor, k: int, chunk: 
     return torch.empty_like(r).scatter_(-1, order, torch.cat(out))
 
 
-def bench_shape(p: int, n: int, k: int, dtype, repeats: int, g: torch.Generator) -> list[tuple[str, float]]:
-    """(name, seconds per call) rows for one (P, N); the first row is the bare sort."""
+def bench_shape(p: int, n: int, k: int, dtype, blocks: int, g: torch.Generator) -> list[tuple]:
+    """(name, seconds per call, ratio to the sort) rows for one (P, N); the first row is the bare sort."""
     r = torch.rand(p, n, generator=g).to(dtype)
     lr = (0.1 * torch.randn(p, n, generator=g)).to(dtype)
     delta = torch.expm1(lr).clamp(-0.2, 0.2)
@@ -83,40 +96,48 @@ def bench_shape(p: int, n: int, k: int, dtype, repeats: int, g: torch.Generator)
     torch.testing.assert_close(matrix_maxk(r, k), ADVANTAGES.get("maxk")(r, k=k), rtol=1e-3, atol=1e-4)
     offpolicy = ADVANTAGES.get("maxk_offpolicy")(r, k=k, log_ratio=lr)
     torch.testing.assert_close(matrix_offpolicy(r, delta, k), offpolicy, rtol=1e-3, atol=1e-4)
-    fns = {"torch.sort (reference)": lambda: r.sort(dim=-1)}
+    sort = functools.partial(r.sort, dim=-1)
+    fns = {}
     for name in ADVANTAGES.names():
         if name in SKIP_LARGE and n > 64:
             continue
         rr = (r > 0.5).to(dtype) if name == "passk_chen" else r
         fns[name] = functools.partial(ADVANTAGES.bind(name, k=k, log_ratio=lr), rr)
+        if name in ("maxk", "maxk_offpolicy") and n <= _fused.MAX_N:
+            fns[f"{name} (eager)"] = eager(fns[name])
     fns["matrix form O(N^2): maxk"] = lambda: matrix_maxk(r, k)
     fns["matrix form O(N^2): maxk_offpolicy"] = lambda: matrix_offpolicy(r, delta, k)
-    rows = list(measure(fns, repeats).items())
+    rows = [("torch.sort (reference)", 0.0, 1.0)]
+    for name, fn in fns.items():
+        blocks_here = blocks if n <= 64 or "matrix" not in name else 2  # the dense (P, N, N) form takes s
+        t, t_sort = versus_sort(fn, sort, blocks_here)
+        rows.append((name, t, t / t_sort))
+        rows[0] = ("torch.sort (reference)", min(rows[0][1] or t_sort, t_sort), 1.0)
     return rows
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: least noisy)")
-    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--blocks", type=int, default=15, help="alternating (sort, estimator) block pairs")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--k", type=int, default=4, help="k for the max@k estimators (clipped to N-1)")
     ap.add_argument("--shapes", nargs="*", default=["1024x8", "1024x64", "4096x256"])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
+    kernels = "on" if _fused.library() is not None else "off (no C compiler)"
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.dtype}, k = {args.k}, "
-          f"min of {args.repeats} calls")
+          f"fastest of {args.blocks} blocks alternated with the sort, fused small-N kernels {kernels}")
     for shape in args.shapes:
         p, n = (int(x) for x in shape.split("x"))
-        rows = bench_shape(p, n, min(args.k, n - 1), getattr(torch, args.dtype), args.repeats, g)
-        t_sort = rows[0][1]
+        rows = bench_shape(p, n, min(args.k, n - 1), getattr(torch, args.dtype), args.blocks, g)
         print(f"\n(P, N) = ({p}, {n})")
         print(f"| {'estimator':<36} | {'ms/call':>9} | {'x sort':>7} |")
         print(f"|{'-' * 38}|{'-' * 10}:|{'-' * 8}:|")
-        for name, t in rows:
-            print(f"| {name:<36} | {1e3 * t:9.3f} | {t / t_sort:7.2f} |")
-        ratio = {name: t / t_sort for name, t in rows}
+        for name, t, ratio in rows:
+            print(f"| {name:<36} | {1e3 * t:9.3f} | {ratio:7.2f} |")
+        ratio = {name: x for name, _, x in rows}
         print(f"targets: maxk {ratio['maxk']:.2f}x sort (<= 2), "
               f"maxk_offpolicy {ratio['maxk_offpolicy']:.2f}x (<= 3)")
     return 0

@@ -1,8 +1,9 @@
 """Optional fused CPU kernels for `maxk` and `maxk_offpolicy` at small N (plumbing around _fused.c).
 
 At N = 8 the eager transforms (sort, multiply, cumulative sum, multiply-add, scatter) cost what PyTorch's
-per-op dispatch costs, several times the arithmetic. `_fused.c` sorts each group and does the same sums
-in one pass, writing each result to its sample's position.
+per-op dispatch costs, several times the arithmetic. `_fused.c` sorts each group with a sorting network
+(`network`) and does the same sums in one pass, vectorised across groups, writing each result to its
+sample's position.
 It is compiled on first use with the system C compiler (`$CC`, else `cc`; about a second), cached under
 `$MAXK_CACHE` (default ~/.cache/maxk) by a hash of source and flags, and loaded with ctypes: no build step at
 install time and no new dependency. Without a compiler, or with MAXK_FUSED=0, everything runs the eager
@@ -78,12 +79,35 @@ def library() -> ctypes.CDLL | None:
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
-        offpolicy_args = [ptr, ptr, ptr, i64, i64, real, real, *[ptr] * 5]
-        for name, args in ((f"maxk_rt_{suffix}", [ptr, ptr, i64, i64, ptr, ptr]),
+        offpolicy_args = [ptr, ptr, ptr, i64, i64, ptr, i64, real, real, *[ptr] * 5]
+        for name, args in ((f"maxk_rt_{suffix}", [ptr, ptr, i64, i64, ptr, i64, ptr, ptr]),
                            (f"maxk_offpolicy_rt_{suffix}", offpolicy_args)):
             getattr(lib, name).argtypes = args
             getattr(lib, name).restype = ctypes.c_double
     return lib
+
+
+@functools.lru_cache(maxsize=MAX_N + 1)
+def network(n: int) -> torch.Tensor:
+    """Batcher's odd-even merge sorting network for n inputs: (C, 2) int32 comparator pairs (a < b).
+
+    Applied in order, each pair moves the larger value to a, so the whole sorts in descending order. For
+    n not a power of two it is the power-of-two network without the comparators that touch positions
+    >= n (those would hold the smallest values and never move). tests/test_fused.py proves that it sorts
+    every 0/1 input for every n <= MAX_N, which by the 0-1 principle means every input.
+    """
+    pairs = []
+    p = 1
+    while p < n:
+        k = p
+        while k >= 1:
+            for j in range(k % p, n - k, 2 * k):
+                for i in range(min(k, n - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p):
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return torch.tensor(pairs, dtype=torch.int32).reshape(-1, 2)
 
 
 def applies(rewards: torch.Tensor) -> bool:
@@ -108,8 +132,10 @@ def maxk_rt(rewards: torch.Tensor, own: torch.Tensor, b: torch.Tensor) -> tuple[
     own, b: (N,) weights per descending position."""
     r = rewards.contiguous()
     out = torch.empty_like(r)
+    net = network(r.shape[1])
     fn = getattr(library(), f"maxk_rt_{_SUFFIX[r.dtype]}")
-    total = fn(r.data_ptr(), out.data_ptr(), r.shape[0], r.shape[1], own.data_ptr(), b.data_ptr())
+    total = fn(r.data_ptr(), out.data_ptr(), r.shape[0], r.shape[1], net.data_ptr(), net.shape[0],
+               own.data_ptr(), b.data_ptr())
     return out, total
 
 
@@ -121,7 +147,8 @@ def offpolicy_rt(rewards: torch.Tensor, delta: torch.Tensor, clip: float | None,
     d = delta.to(dtype=r.dtype).contiguous()
     out = torch.empty_like(r)
     lo, hi = (-math.inf, math.inf) if clip is None else (-clip, clip)
+    net = network(r.shape[1])
     fn = getattr(library(), f"maxk_offpolicy_rt_{_SUFFIX[r.dtype]}")
-    total = fn(r.data_ptr(), d.data_ptr(), out.data_ptr(), r.shape[0], r.shape[1], lo, hi,
-               *(w.data_ptr() for w in weights))
+    total = fn(r.data_ptr(), d.data_ptr(), out.data_ptr(), r.shape[0], r.shape[1], net.data_ptr(),
+               net.shape[0], lo, hi, *(w.data_ptr() for w in weights))
     return out, total
