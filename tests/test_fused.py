@@ -144,6 +144,7 @@ def test_a_fresh_cache_compiles_once(monkeypatch, tmp_path):
         built = list(tmp_path.glob("fused-*.so"))
         assert len(built) == 1  # the temporary file was renamed into place, nothing left behind
         assert not list(tmp_path.glob("tmp*"))
+        assert _fused.library().maxk_fused_abi() == _fused.ABI
     finally:
         _fused.library.cache_clear()
 

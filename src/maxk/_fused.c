@@ -25,6 +25,7 @@
 #define LANES 8
 
 int maxk_fused_max_n(void) { return MAXK_FUSED_MAX_N; }
+int maxk_fused_abi(void) { return 2; } /* bump with any change of an argument list (maxk/_fused.py ABI) */
 
 /* T: the data type; I: an index type of the same width (so compare-exchanges vectorise together). */
 #define DEFINE_KERNELS(T, I, SUF)                                                                     \

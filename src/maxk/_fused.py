@@ -31,8 +31,12 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_fused.c")
+# Read once, with this module: the library is compiled from exactly the source this wrapper was written
+# for, even if the installed file changes while a long run is going (an upgrade in place).
+_SOURCE_BYTES = SOURCE.read_bytes() if SOURCE.exists() else b""
 FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
 MAX_N = 16  # must match MAXK_FUSED_MAX_N in _fused.c (checked on load)
+ABI = 2  # must match maxk_fused_abi() in _fused.c: the argument lists below (checked on load)
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _enabled = True
 
@@ -46,13 +50,16 @@ def _compile(cc: str, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
+    src = Path(tmp).with_suffix(".c")
     try:
-        subprocess.run([cc, *FLAGS, str(SOURCE), "-o", tmp], check=True, capture_output=True, text=True,
+        src.write_bytes(_SOURCE_BYTES)
+        subprocess.run([cc, *FLAGS, str(src), "-o", tmp], check=True, capture_output=True, text=True,
                        timeout=120)
         os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for path in (tmp, src):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 @functools.cache
@@ -64,7 +71,9 @@ def library() -> ctypes.CDLL | None:
     if cc is None:
         log.info("no C compiler found ($CC or cc): maxk uses the eager path at small N")
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
+    if not _SOURCE_BYTES:
+        return None
+    key = hashlib.sha256(_SOURCE_BYTES + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
     target = _cache_dir() / f"fused-{key}.so"
     try:
         if not target.exists():
@@ -74,8 +83,8 @@ def library() -> ctypes.CDLL | None:
         detail = getattr(exc, "stderr", "") or exc
         log.warning("maxk: could not build the fused small-N kernels (%s); using the eager path", detail)
         return None
-    if lib.maxk_fused_max_n() != MAX_N:
-        log.warning("maxk: fused kernel size limit mismatch; using the eager path")
+    if lib.maxk_fused_abi() != ABI or lib.maxk_fused_max_n() != MAX_N:
+        log.warning("maxk: the fused kernels do not match this version of maxk; using the eager path")
         return None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for suffix, real in (("f32", ctypes.c_float), ("f64", ctypes.c_double)):
