@@ -57,17 +57,20 @@ def left_padded_batch(vocab_size: int, prompt_len: int = 7, new: int = 6):
     return ids, prompt_mask
 
 
-def teacher_forced_logits(model, ids, prompt_mask, new: int, position_shift: int = 0):
+def teacher_forced_logits(model, ids, prompt_mask, new: int, position_shift: int = 0, fuse: bool = True):
     """Fast-engine logits at every prompt position (prefill) and after each forced token: (B, Tp + new, V).
 
-    position_shift moves the positions of the new tokens (a wrong value must change the logits)."""
+    position_shift moves the positions of the new tokens (a wrong value must change the logits); fuse as in
+    `prefill` (False: every layer through its modules)."""
     tp = prompt_mask.shape[1]
     with torch.no_grad():
-        logits, cache = prefill(model, ids[:, :tp], prompt_mask, new + position_shift, logits_to_keep=tp)
+        logits, cache = prefill(
+            model, ids[:, :tp], prompt_mask, new + position_shift, logits_to_keep=tp, fuse=fuse
+        )
         steps = [logits]
         first = prompt_mask.sum(1) + position_shift
         for t in range(new):
-            steps.append(decode_step(model, cache, ids[:, tp + t], first + t)[:, None])
+            steps.append(decode_step(cache, ids[:, tp + t], first + t)[:, None])
     return torch.cat(steps, dim=1)
 
 
@@ -117,6 +120,54 @@ def test_lora_model_equals_its_hf_forward_and_adapters_matter():
         assert_logits_equal_on_real_tokens(
             teacher_forced_logits(model, ids, prompt_mask, 6), base_logits, prompt_mask
         )
+
+
+def layers_fused(model, fuse: bool = True) -> tuple[bool, ...]:
+    ids, prompt_mask = left_padded_batch(61)
+    return prefill(model, ids[:, :7], prompt_mask, 1, fuse=fuse)[1].net.fused
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "mistral"])
+def test_fused_path_equals_module_path_and_hf_forward(arch):
+    """Plain nn.Linear layers run on concatenated raw weights (q/k/v, gate/up, norm weights folded in);
+    fuse=False runs the same weights through the modules. Biases everywhere (random, HF inits them to 0)
+    exercise every bias branch; Qwen2 has q/k/v biases only, the others none."""
+    extra = dict(attention_bias=True, mlp_bias=True) if arch == "llama" else {}
+    model = tiny_lm(arch, **extra)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)
+    assert layers_fused(model) == (True, True) and layers_fused(model, fuse=False) == (False, False)
+    ids, prompt_mask = left_padded_batch(61)
+    fused = teacher_forced_logits(model, ids, prompt_mask, new=6)
+    modules = teacher_forced_logits(model, ids, prompt_mask, new=6, fuse=False)
+    assert_logits_equal_on_real_tokens(fused, modules, prompt_mask)
+    assert_logits_equal_on_real_tokens(modules, hf_logits(model, ids, prompt_mask), prompt_mask)
+
+
+def test_lora_layers_keep_their_modules_and_plain_layers_fuse():
+    """LoRA on layer 0 only: layer 0 runs through its peft modules, layer 1 on raw weights, in one forward
+    that equals the HF forward of the adapted model."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=4, target_modules=["q_proj", "up_proj"], layers_to_transform=[0], init_lora_weights=False
+    )
+    torch.manual_seed(2)
+    model = get_peft_model(tiny_lm("qwen2"), lora).eval()
+    assert layers_fused(model) == (False, True)
+    ids, prompt_mask = left_padded_batch(61)
+    fast = teacher_forced_logits(model, ids, prompt_mask, new=6)
+    assert_logits_equal_on_real_tokens(fast, hf_logits(model, ids, prompt_mask), prompt_mask)
+
+
+def test_layers_over_the_copy_budget_keep_their_modules(monkeypatch):
+    import maxk.decode
+
+    model = tiny_lm("llama")
+    monkeypatch.setattr(maxk.decode, "FUSE_MAX_LAYER_BYTES", 0)
+    assert layers_fused(model) == (False, False)
 
 
 def test_nucleus_filter_keeps_the_smallest_set_reaching_top_p():
@@ -243,6 +294,30 @@ def test_eos_list_early_stop_and_padding_after_eos(peaked):
         pad_token_id=tok.pad_token_id,
     )
     assert s.completion_ids.shape == (24, 7) and not s.finished.any()
+
+
+def test_log_probs_taken_in_batches_of_steps_equal_those_taken_per_step(peaked, monkeypatch):
+    """The sampling logits are kept and turned into log-probs LOGITS_BUFFER_BYTES at a time: a buffer of
+    one step (the per-step computation) and one of 3 steps (batches of 3, then a last partial one) give
+    the same tokens, log-probs and entropies as one batch for all 10 steps."""
+    import maxk.decode
+
+    model, tok = peaked
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    kw = dict(max_new_tokens=10, temperature=0.8, top_p=1.0, eos_token_id=[-1], pad_token_id=tok.pad_token_id)
+
+    def sample(buffer_steps: int):
+        monkeypatch.setattr(maxk.decode, "LOGITS_BUFFER_BYTES", buffer_steps * len(PROMPTS) * len(tok) * 4)
+        torch.manual_seed(4)
+        return sample_completions(model, enc["input_ids"], enc["attention_mask"], **kw)
+
+    whole = sample(10)
+    assert whole.completion_ids.shape == (3, 10)
+    for steps in (1, 3):
+        part = sample(steps)
+        assert torch.equal(part.completion_ids, whole.completion_ids)
+        torch.testing.assert_close(part.logprobs, whole.logprobs, atol=1e-6, rtol=0)
+        torch.testing.assert_close(part.entropy, whole.entropy, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("top_p", [1.0, 0.8])

@@ -2,11 +2,14 @@
 
 Hugging Face `generate` spends most of a decode step of a small model in Python (mask construction,
 cache classes, logits processors). This module runs the same network with a preallocated static KV
-cache and one boolean attention mask: one prefill forward over the left-padded prompt, then one forward
-per new token. It calls the model's own submodules (projections, norms, MLP, embeddings, output head),
-so LoRA-wrapped linear layers (peft) work unchanged; only the wiring between them is re-implemented,
-for `SUPPORTED_MODEL_TYPES` with SiLU MLPs, default rotary embeddings and no active sliding window
-(`supports_fast_decode` says why a model is not supported; `generate_rollouts` then uses `generate`).
+cache: one prefill forward over the left-padded prompt, then one forward per new token, with few
+PyTorch ops per step (at small sizes each op costs more in dispatch than in arithmetic). Per call, a
+layer whose projections are all plain nn.Linear runs on raw weights: q/k/v as one matrix product and
+gate/up as another, the RMSNorm weights folded into them, the residual adds done by the products; a
+layer with LoRA-wrapped (peft) or other projections calls the model's own submodules. Only the wiring
+is re-implemented, for `SUPPORTED_MODEL_TYPES` with SiLU MLPs, default rotary embeddings and no
+active sliding window (`supports_fast_decode` says why a model is not supported; `generate_rollouts`
+then uses `generate`).
 
 Shapes: B rows, Tp prompt tokens (left padded), T new tokens, S = Tp + max_new_tokens cache slots,
 H query heads, Hkv key/value heads (G = H / Hkv queries share one key/value head), D head dim,
@@ -19,6 +22,8 @@ model run on the full left-padded sequence with those position ids (tested to ~1
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -75,18 +80,150 @@ def _sliding_window(config) -> int | None:
     return window
 
 
-@dataclass
-class KVCache:
-    """Static key/value cache of a batch being decoded.
+FUSE_MAX_LAYER_BYTES = 32 * 2**20  # most bytes one layer's fused weights may copy per call
+LOGITS_BUFFER_BYTES = 64 * 2**20  # sampling logits kept before their log-probs are taken in one batch
+_RMS_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"})  # weight * x / rms(x)
 
-    keys, values: one (B, Hkv, S, D) tensor per layer; slots [0, length) are filled.
-    key_mask: (B, S) bool, True on the slots of real tokens (False on left padding).
-    cos, sin: (S, D) rotary tables for positions 0 .. S - 1 in the model dtype.
+
+@dataclass(frozen=True)
+class _Net:
+    """The model's decoder prepared for one call (`_prepare`): callables over (M, E) rows, M = B * L.
+
+    layers: per decoder layer (norm1, qkv, attn_residual, norm2, mlp_residual), where
+    qkv(norm1(x)) -> (M, (H + 2 Hkv) D) is q, k, v side by side, attn_residual(h, a) = h + o_proj(a)
+    and mlp_residual(h, norm2(h)) = h + mlp(post_attention_layernorm(h)); likewise head(norm(h)) is
+    the output head after the final norm. A fused layer (`fused`) runs on raw weights with the norm
+    weights folded into the next matrix product; the others call the model's modules.
     """
 
+    embed: Callable
+    layers: tuple[tuple[Callable, ...], ...]
+    norm: Callable
+    head: Callable
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scale: float
+    fused: tuple[bool, ...]
+
+
+def _rms(x: torch.Tensor, *, eps: float) -> torch.Tensor:
+    """x / sqrt(mean(x^2) + eps) over E, in float32 and cast back as transformers' RMSNorm does; the
+    norm's weight w is folded into the next product: (w * y) @ W^T = y @ (W * w)^T."""
+    xf = x.float()
+    return (xf * xf.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()).to(x.dtype)
+
+
+def _matmul(x, *, weight_t, bias):
+    """x @ weight_t (+ bias): a Linear layer on raw weights, weight_t the (in, out) transposed view."""
+    return torch.mm(x, weight_t) if bias is None else torch.addmm(bias, x, weight_t)
+
+
+def _matmul_residual(h, x, *, weight_t, bias):
+    """h + x @ weight_t (+ bias), the residual add done by the matrix product."""
+    out = torch.addmm(h, x, weight_t)
+    return out if bias is None else out.add_(bias)
+
+
+def _swiglu_residual(h, x, *, gate_up, down):
+    """h + down(silu(gate(x)) * up(x)), gate and up one matrix product; gate_up, down: `_fused_weights`."""
+    gate, up_x = _matmul(x, **gate_up).chunk(2, dim=-1)
+    return _matmul_residual(h, F.silu(gate).mul_(up_x), **down)
+
+
+def _module_qkv(attn, x):
+    return torch.cat([attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)], dim=-1)
+
+
+def _module_residual(module, h, x):
+    return h + module(x)
+
+
+def _fused_weights(linears, norm=None) -> dict:
+    """weight_t: the weights of `linears` stacked along their outputs, times the weight of the RMSNorm
+    before them if any, transposed to (in, out); bias: their biases (zeros for a layer without one;
+    None when none has one)."""
+    weight = torch.cat([lin.weight for lin in linears]) if len(linears) > 1 else linears[0].weight
+    if norm is not None:
+        weight = weight * norm.weight
+    if all(lin.bias is None for lin in linears):
+        return {"weight_t": weight.t(), "bias": None}
+    biases = [lin.weight.new_zeros(lin.out_features) if lin.bias is None else lin.bias for lin in linears]
+    return {"weight_t": weight.t(), "bias": torch.cat(biases)}
+
+
+def _fusable(linears, norms) -> bool:
+    """Plain nn.Linear layers (peft wraps LoRA layers, which then keep their modules), transformers'
+    RMSNorms, and per-call copies of at most FUSE_MAX_LAYER_BYTES."""
+    if not all(type(lin) is torch.nn.Linear for lin in linears):
+        return False
+    if not all(type(norm).__name__ in _RMS_NORMS for norm in norms):
+        return False
+    return sum(lin.weight.numel() * lin.weight.element_size() for lin in linears) <= FUSE_MAX_LAYER_BYTES
+
+
+def _prepare_layer(layer, fuse: bool) -> tuple[tuple[Callable, ...], bool]:
+    """A decoder layer's (norm1, qkv, attn_residual, norm2, mlp_residual) and whether it is fused."""
+    attn, mlp = layer.self_attn, layer.mlp
+    norm1, norm2 = layer.input_layernorm, layer.post_attention_layernorm
+    q, k, v, o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
+    gate, up, down = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+    if not (fuse and _fusable((q, k, v, o, gate, up, down), (norm1, norm2))):
+        attn_residual, mlp_residual = (functools.partial(_module_residual, m) for m in (o, mlp))
+        return (norm1, functools.partial(_module_qkv, attn), attn_residual, norm2, mlp_residual), False
+    mlp_weights = {"gate_up": _fused_weights([gate, up], norm2), "down": _fused_weights([down])}
+    return (
+        functools.partial(_rms, eps=norm1.variance_epsilon),
+        functools.partial(_matmul, **_fused_weights([q, k, v], norm1)),
+        functools.partial(_matmul_residual, **_fused_weights([o])),
+        functools.partial(_rms, eps=norm2.variance_epsilon),
+        functools.partial(_swiglu_residual, **mlp_weights),
+    ), True
+
+
+def _prepare(lm, fuse: bool = True) -> _Net:
+    """The decoder of `lm` for one call. The fused weights are copied per call: the parameters change
+    between training steps, so nothing may outlive the call."""
+    inner, config = lm.model, lm.config
+    attn = inner.layers[0].self_attn
+    heads = config.num_attention_heads
+    head_dim = getattr(attn, "head_dim", None) or config.hidden_size // heads
+    layers, fused = zip(*(_prepare_layer(layer, fuse) for layer in inner.layers))
+    norm, head = inner.norm, lm.get_output_embeddings()
+    if fuse and _fusable([head], [norm]):
+        norm = functools.partial(_rms, eps=norm.variance_epsilon)
+        head = functools.partial(_matmul, **_fused_weights([head], inner.norm))
+    return _Net(
+        embed=inner.embed_tokens,
+        layers=layers,
+        norm=norm,
+        head=head,
+        heads=heads,
+        kv_heads=getattr(config, "num_key_value_heads", None) or heads,
+        head_dim=head_dim,
+        scale=getattr(attn, "scaling", head_dim**-0.5),
+        fused=fused,
+    )
+
+
+@dataclass
+class KVCache:
+    """Static key/value cache of a batch being decoded, with the decoder prepared for it.
+
+    kv: per layer a (2, B, Hkv, S, D) tensor, keys then values, slots [0, length) filled;
+    keys, values: per layer its two halves viewed as (B * Hkv, S, D), the batched matrices of a decode
+    step's attention.
+    mask: (B * Hkv, 1, S) float additive attention mask of a new token (row b * Hkv + j is row b): 0 on
+    the slots of real tokens, -inf on left padding.
+    cos, sin: (S, D) rotary tables for positions 0 .. S - 1 in the model dtype, sin with its first half
+    negated (see `_rotate_`).
+    """
+
+    net: _Net
+    kv: list[torch.Tensor]
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-    key_mask: torch.Tensor
+    mask: torch.Tensor
     cos: torch.Tensor
     sin: torch.Tensor
     length: int = 0
@@ -106,98 +243,114 @@ def rotary_tables(rotary_emb, num_positions: int, dtype: torch.dtype) -> tuple[t
     return (angles.cos() * scale).to(dtype), (angles.sin() * scale).to(dtype)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE: x * cos + rotate_half(x) * sin, rotate_half(x) = (-x2, x1) for x = (x1, x2) halves of D."""
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * sin
+def _rotate_(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> None:
+    """RoPE in place: x <- x * cos + rotate_half(x) * sin, rotate_half(x) = (-x2, x1) for x = (x1, x2)
+    halves of D. Computed as x * cos + roll(x, D/2) * signed_sin with signed_sin = (-sin1, sin2): the
+    same products (negation is exact), three ops instead of six."""
+    torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin, out=x)
 
 
-def _attention(attn, h, cos, sin, cache: KVCache, layer: int, mask) -> torch.Tensor:
-    """One self-attention block on L new tokens. h: (B, L, E); cos, sin: (B, L, 1, D); mask (B, 1, L, s).
+def _attention(net: _Net, qkv, cos, sin, cache: KVCache, layer: int, b: int, n: int, mask):
+    """Self-attention of L = n new tokens per row. qkv: (M, (H + 2 Hkv) D) projections, M = B * L,
+    rotated in place; cos, sin: (M, 1, D); mask: additive, (B * Hkv, 1, s) for one token (L = 1),
+    else (B, 1, G * L, s), s = cache.length + L. Returns (M, H * D).
 
-    Writes the new keys/values to cache slots [cache.length, cache.length + L) and attends over the
-    s = cache.length + L filled slots. GQA without copying the cache: the G query heads of a key/value
-    head are folded into the query length, (B, H, L, D) -> (B, Hkv, G * L, D); query head j uses
-    key/value head j // G, as in transformers' repeat_kv.
+    q and k are rotated together (adjacent in qkv), k and v (adjacent too) are written to cache slots
+    [length, length + L) in one copy, and the queries attend over the s filled slots. GQA without
+    copying the cache: the G query heads of a key/value head are folded into the query length,
+    (B, L, H, D) -> (B, Hkv, G * L, D); query head j uses key/value head j // G, as in transformers'
+    repeat_kv. One token: softmax(scale * q k^T + mask) v as two batched products over the B * Hkv
+    heads (faster than SDPA's kernel at this size); a prompt: SDPA (no (L, s) scores in memory).
     """
-    b, n, _ = h.shape
-    k_cache, v_cache = cache.keys[layer], cache.values[layer]
-    hkv, d = k_cache.shape[1], k_cache.shape[3]
-    q = _rotate(attn.q_proj(h).view(b, n, -1, d), cos, sin)  # (B, L, H, D)
-    k = _rotate(attn.k_proj(h).view(b, n, hkv, d), cos, sin)
-    v = attn.v_proj(h).view(b, n, hkv, d)
-    start, end = cache.length, cache.length + n
-    k_cache[:, :, start:end] = k.transpose(1, 2)
-    v_cache[:, :, start:end] = v.transpose(1, 2)
-    g = q.shape[2] // hkv
-    q = q.transpose(1, 2).reshape(b, hkv, g * n, d)
-    if n > 1:  # (B, 1, L, s) -> (B, 1, G * L, s), rows in the order of the folded queries
-        mask = mask.unsqueeze(2).expand(b, 1, g, n, end).reshape(b, 1, g * n, end)
-    scale = getattr(attn, "scaling", d**-0.5)
-    keys, values = k_cache[:, :, :end], v_cache[:, :, :end]
-    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)  # (B, Hkv, G * L, D)
-    return attn.o_proj(out.reshape(b, hkv * g, n, d).transpose(1, 2).reshape(b, n, hkv * g * d))
+    h, hkv, d = net.heads, net.kv_heads, net.head_dim
+    g, end = h // hkv, cache.length + n
+    _rotate_(qkv.narrow(1, 0, (h + hkv) * d).view(b * n, h + hkv, d), cos, sin)  # narrow: one op
+    new = qkv.narrow(1, h * d, 2 * hkv * d).view(b, n, 2, hkv, d).permute(2, 0, 3, 1, 4)
+    cache.kv[layer].narrow(3, cache.length, n).copy_(new)
+    q = qkv.narrow(1, 0, h * d)
+    if n == 1:  # q (B, H * D) is (B * Hkv, G, D) in memory order; so is the output
+        keys, values = cache.keys[layer].narrow(1, 0, end), cache.values[layer].narrow(1, 0, end)
+        scores = torch.baddbmm(mask, q.reshape(b * hkv, g, d), keys.transpose(1, 2), alpha=net.scale)
+        return torch.bmm(scores.softmax(dim=-1), values).view(b, h * d)
+    q = q.view(b, n, hkv, g, d).permute(0, 2, 3, 1, 4).reshape(b, hkv, g * n, d)
+    kv = cache.kv[layer].narrow(3, 0, end)
+    out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, scale=net.scale)
+    return out.view(b, hkv, g, n, d).permute(0, 3, 1, 2, 4).reshape(b * n, h * d)
 
 
-def _forward(lm, cache: KVCache, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Decoder layers and final norm over L new tokens appended to the cache: (B, L) ids -> (B, L, E).
+def _forward(cache: KVCache, input_ids: torch.Tensor, cos, sin, mask) -> torch.Tensor:
+    """Decoder layers and final norm over L new tokens appended to the cache: (B, L) ids -> (B * L, E).
 
-    positions: (B, L) long rotary positions. Attention: a new token at slot i sees slot j when j <= i and
-    slot j holds a real token, and always itself (so a padding slot never has an empty row and no NaN
-    reaches the cache; real tokens never see padding).
+    cos, sin: (B * L, 1, D) rotary rows of the new tokens; mask as in `_attention`.
     """
-    inner = lm.model
-    n = input_ids.shape[1]
-    start, end = cache.length, cache.length + n
-    slots = torch.arange(end, device=input_ids.device)
-    new = slots[start:, None]
-    visible = (slots[None, :] <= new) & (cache.key_mask[:, None, :end] | (slots[None, :] == new))  # (B, L, s)
-    mask = visible.unsqueeze(1)
-    cos, sin = cache.cos[positions].unsqueeze(2), cache.sin[positions].unsqueeze(2)  # (B, L, 1, D)
-    h = inner.embed_tokens(input_ids)
-    for i, layer in enumerate(inner.layers):
-        h = h + _attention(layer.self_attn, layer.input_layernorm(h), cos, sin, cache, i, mask)
-        h = h + layer.mlp(layer.post_attention_layernorm(h))
-    cache.length = end
-    return inner.norm(h)
+    net = cache.net
+    b, n = input_ids.shape
+    h = net.embed(input_ids).view(b * n, -1)
+    for i, (norm1, qkv, attn_residual, norm2, mlp_residual) in enumerate(net.layers):
+        h = attn_residual(h, _attention(net, qkv(norm1(h)), cos, sin, cache, i, b, n, mask))
+        h = mlp_residual(h, norm2(h))
+    cache.length += n
+    return net.norm(h)
 
 
 @torch.no_grad()
-def prefill(model, prompt_ids, prompt_mask, max_new_tokens: int, *, logits_to_keep: int = 1):
-    """Allocate the cache and run the prompt. Returns ((B, logits_to_keep, V) logits, KVCache).
+def prefill(model, prompt_ids, prompt_mask, max_new_tokens: int, *, logits_to_keep: int = 1, fuse=True):
+    """Prepare the decoder, allocate the cache and run the prompt. Returns ((B, logits_to_keep, V)
+    logits, KVCache).
 
     prompt_ids, prompt_mask: (B, Tp), left padded. The logits are those of the last `logits_to_keep`
-    prompt positions, in the model dtype. The cache holds Tp + max_new_tokens slots.
+    prompt positions, in the model dtype. The cache holds Tp + max_new_tokens slots. fuse=False keeps
+    every layer on its modules (the path of LoRA layers; for tests).
+    Attention: a token at slot i sees slot j when j <= i and slot j holds a real token, and always
+    itself (so a padding slot never has an empty row and no NaN reaches the cache; real tokens never
+    see padding).
     """
     lm = causal_lm(model)
-    inner = lm.model
+    net = _prepare(lm, fuse)
     b, tp = prompt_ids.shape
-    total = tp + max_new_tokens
-    config, dtype, device = lm.config, lm.dtype, prompt_ids.device
-    hkv = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    heads = config.num_attention_heads
-    head_dim = getattr(inner.layers[0].self_attn, "head_dim", None) or config.hidden_size // heads
-    shape = (b, hkv, total, head_dim)
+    hkv, d, total = net.kv_heads, net.head_dim, tp + max_new_tokens
+    dtype, device = lm.dtype, prompt_ids.device
     key_mask = torch.ones(b, total, dtype=torch.bool, device=device)
     key_mask[:, :tp] = prompt_mask.bool()
-    cos, sin = rotary_tables(inner.rotary_emb, total, dtype)
+    cos, sin = rotary_tables(lm.model.rotary_emb, total, dtype)
+    sin = torch.cat([-sin[:, : d // 2], sin[:, d // 2 :]], dim=-1)
+    kv = [torch.zeros(2, b, hkv, total, d, dtype=dtype, device=device) for _ in net.layers]
     cache = KVCache(
-        keys=[torch.zeros(shape, dtype=dtype, device=device) for _ in inner.layers],
-        values=[torch.zeros(shape, dtype=dtype, device=device) for _ in inner.layers],
-        key_mask=key_mask,
+        net=net,
+        kv=kv,
+        keys=[x[0].view(b * hkv, total, d) for x in kv],
+        values=[x[1].view(b * hkv, total, d) for x in kv],
+        mask=_additive(key_mask.repeat_interleave(hkv, dim=0)[:, None, :], dtype),
         cos=cos.to(device),
         sin=sin.to(device),
     )
-    h = _forward(lm, cache, prompt_ids, position_ids_from_mask(prompt_mask))
-    return lm.get_output_embeddings()(h[:, -logits_to_keep:]), cache
+    slots = torch.arange(tp, device=device)
+    itself = torch.eye(tp, dtype=torch.bool, device=device)
+    visible = (slots[None, :] <= slots[:, None]) & (key_mask[:, None, :tp] | itself)  # (B, L, s)
+    g = net.heads // hkv  # (B, L, s) -> (B, 1, G * L, s), rows in the order of the folded queries
+    mask = _additive(visible[:, None, None].expand(b, 1, g, tp, tp).reshape(b, 1, g * tp, tp), dtype)
+    positions = position_ids_from_mask(prompt_mask).reshape(-1)
+    h = _forward(cache, prompt_ids, cache.cos[positions, None], cache.sin[positions, None], mask)
+    h = h.view(b, tp, -1)[:, -logits_to_keep:]
+    return net.head(h.reshape(b * logits_to_keep, -1)).view(b, logits_to_keep, -1), cache
+
+
+def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean attention mask as an additive one: 0 where visible, -inf elsewhere."""
+    zeros = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+    return zeros.masked_fill_(~visible, float("-inf"))
+
+
+def _decode(cache: KVCache, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """`decode_step` with the rotary rows (B, 1, D) of the new tokens given."""
+    h = _forward(cache, tokens[:, None], cos, sin, cache.mask.narrow(2, 0, cache.length + 1))
+    return cache.net.head(h)
 
 
 @torch.no_grad()
-def decode_step(model, cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def decode_step(cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Append one token per row and return the next-token logits. tokens, positions: (B,) -> (B, V)."""
-    lm = causal_lm(model)
-    h = _forward(lm, cache, tokens[:, None], positions[:, None])
-    return lm.get_output_embeddings()(h[:, 0])
+    return _decode(cache, tokens, cache.cos[positions, None], cache.sin[positions, None])
 
 
 def nucleus_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -247,31 +400,47 @@ def sample_completions(
 
     The same draws as `generate(do_sample=True, top_k=0)`: one `torch.multinomial` over the B rows per
     step from the global RNG, rows that have emitted EOS continue with pad_token_id, and the loop stops
-    once every row has emitted EOS. prompt_ids, prompt_mask: (B, Tp) left padded.
+    once every row has emitted EOS. prompt_ids, prompt_mask: (B, Tp) left padded. The log-probs and
+    entropies are taken from the kept logits in batches of steps (up to LOGITS_BUFFER_BYTES of logits),
+    the same row-wise arithmetic as one step at a time.
     """
     eos = torch.as_tensor(eos_token_id, device=prompt_ids.device).reshape(-1)
     logits, cache = prefill(model, prompt_ids, prompt_mask, max_new_tokens)
     logits = logits[:, -1]
-    positions = prompt_mask.long().sum(dim=1)  # position of the first new token
-    running = torch.ones(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
-    tokens, logps, entropies = [], [], []
+    steps = torch.arange(max_new_tokens, device=prompt_ids.device)
+    positions = prompt_mask.long().sum(dim=1)[None, :] + steps[:, None]  # (T, B): the new tokens' positions
+    cos, sin = cache.cos[positions, None], cache.sin[positions, None]  # (T, B, 1, D)
+    finished = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+    tokens, kept, logps, entropies = [], [], [], []
+
+    def take_log_probs():
+        chosen = torch.stack(tokens[-len(kept) :], dim=1)
+        logp, ent = log_probs_and_entropy(torch.stack(kept, dim=1), chosen, temperature)
+        logps.append(logp)
+        entropies.append(ent)
+        kept.clear()
+
     for t in range(max_new_tokens):
-        scores = logits.float() / temperature
+        scores = logits.float()
+        if temperature != 1:  # dividing by 1 is exact; generate skips it too
+            scores = scores / temperature
         if top_p < 1:
             scores = nucleus_filter(scores, top_p)
         nxt = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
-        nxt = torch.where(running, nxt, torch.full_like(nxt, pad_token_id))
-        logp, ent = log_probs_and_entropy(logits, nxt, temperature)
+        nxt.masked_fill_(finished, pad_token_id)
         tokens.append(nxt)
-        logps.append(logp)
-        entropies.append(ent)
-        running &= ~torch.isin(nxt, eos)
-        if t + 1 == max_new_tokens or not bool(running.any()):
+        kept.append(logits)
+        if len(kept) * logits.numel() * 4 >= LOGITS_BUFFER_BYTES:
+            take_log_probs()
+        finished |= torch.isin(nxt, eos)
+        if t + 1 == max_new_tokens or bool(finished.all()):
             break
-        logits = decode_step(model, cache, nxt, positions + t)
+        logits = _decode(cache, nxt, cos[t], sin[t])
+    if kept:
+        take_log_probs()
     return Sampled(
         completion_ids=torch.stack(tokens, dim=1),
-        logprobs=torch.stack(logps, dim=1),
-        entropy=torch.stack(entropies, dim=1),
-        finished=~running,
+        logprobs=torch.cat(logps, dim=1),
+        entropy=torch.cat(entropies, dim=1),
+        finished=finished,
     )
