@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default 1: the README's numbers were printed with 1, and float sums differ "
         "with the thread count, so sampled runs diverge; the sandbox pool uses the other cores)",
     )
+    p.add_argument(
+        "--jobs", type=int, default=1,
+        help="seeds run in parallel processes (each with --threads threads); same numbers as one at a time",
+    )
     p.add_argument("--steps", type=int, default=None, help="RL steps per method (default: the demo's)")
     p.add_argument("--test-prompts", type=int, default=None, help="test prompts (default: the demo's)")
     p.add_argument(
@@ -69,8 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"maxk demo: seeds {seeds}, torch threads {torch.get_num_threads()}, settings {s}", flush=True)
     k = max(s.ks)
     per_seed, met = [], []
+    if args.jobs < 1:
+        print(f"--jobs must be >= 1, got {args.jobs}", file=sys.stderr)
+        return 2
+    results = _run_parallel(seeds, s, out, cache, args.jobs, args.threads) if args.jobs > 1 else {}
     for seed in seeds:
-        runs = run_seed(seed, s, out / f"seed{seed}", cache, log=lambda m: print(m, flush=True))
+        runs = results.get(seed) or run_seed(seed, s, out / f"seed{seed}", cache, log=_log)
         print(f"\n===== seed {seed} =====", flush=True)
         met.append(print_seed_report(runs, k, out / f"seed{seed}", log=lambda m: print(m, flush=True)))
         per_seed.append(runs)
@@ -82,6 +90,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\noutputs: {out}/seed*/ (summary.txt, compare.md, curves.png)")
     print(f"total wall time: {time.perf_counter() - t0:.0f}s ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _seed_job(seed, settings, out, cache, threads):
+    """One seed in a worker process (spawned: a fresh torch with its own thread setting)."""
+    import torch
+
+    from maxk.demo.run import run_seed
+
+    torch.set_num_threads(threads)
+    return run_seed(seed, settings, out / f"seed{seed}", cache, log=_log)
+
+
+def _run_parallel(seeds, settings, out, cache, jobs, threads) -> dict:
+    """{seed: runs} with up to `jobs` seeds at a time, each in its own process (their log lines
+    interleave; the reports are printed afterwards, in seed order)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
+        futures = {seed: pool.submit(_seed_job, seed, settings, out, cache, threads) for seed in seeds}
+        return {seed: f.result() for seed, f in futures.items()}
 
 
 if __name__ == "__main__":
