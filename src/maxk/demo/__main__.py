@@ -96,25 +96,17 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def _seed_job(seed, settings, out, cache, threads):
-    """One seed in a worker process (spawned: a fresh torch with its own thread setting)."""
-    import torch
-
-    from maxk.demo.run import run_seed
-
-    torch.set_num_threads(threads)
-    return run_seed(seed, settings, out / f"seed{seed}", cache, log=_log)
-
-
 def _run_parallel(seeds, settings, out, cache, jobs, threads) -> dict:
     """{seed: runs} with up to `jobs` seeds at a time, each in its own process (their log lines
     interleave; the reports are printed afterwards, in seed order)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from maxk.demo.run import seed_job
+
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
-        futures = {seed: pool.submit(_seed_job, seed, settings, out, cache, threads) for seed in seeds}
+        futures = {seed: pool.submit(seed_job, seed, settings, out, cache, threads) for seed in seeds}
         return {seed: f.result() for seed, f in futures.items()}
 
 

@@ -32,6 +32,15 @@ class DemoSettings:
     ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
+def seed_job(seed: int, s: DemoSettings, out: Path, cache_dir: Path, threads: int) -> list:
+    """`run_seed` in a worker process of `python -m maxk.demo --jobs J` (spawned: a fresh torch that
+    gets its own thread setting)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_seed(seed, s, out / f"seed{seed}", cache_dir, log=lambda m: print(m, flush=True))
+
+
 def run_seed(seed: int, s: DemoSettings, out_dir: Path, cache_dir: Path, log=print) -> list:
     """The whole pipeline for one seed; returns the Curves of base + methods (base first)."""
     from maxk.evaluation import curves_from_groups, plot_curves
