@@ -41,11 +41,14 @@ test-slow: setup system-deps
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks recipes
 
+# seeds run in parallel by demo-full (the same numbers as one at a time)
+DEMO_JOBS ?= 3
+
 demo: setup system-deps
 	$(PY) -m maxk.demo
 
 demo-full: setup system-deps
-	$(PY) -m maxk.demo --full
+	$(PY) -m maxk.demo --full --jobs $(DEMO_JOBS)
 
 bench: setup system-deps
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
