@@ -42,3 +42,27 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
     again: list[str] = []
     assert ensure_base(tmp_path / "cache", s.base, log=again.append) == base_dirs[0]
     assert again and "cached" in again[0]
+
+
+def test_parallel_seeds_print_the_same_numbers_as_one_at_a_time(tmp_path):
+    from maxk.demo.__main__ import _run_parallel
+    from maxk.demo.base import BaseConfig
+    from maxk.demo.experiment import RLSettings
+    from maxk.demo.run import DemoSettings, run_seed
+
+    torch.set_num_threads(1)
+    s = DemoSettings(
+        base=BaseConfig(steps=2, batch_size=8, hidden_size=32, num_layers=1, intermediate_size=64),
+        rl=RLSettings(steps=1, prompts_per_step=2, n=4, k=2, minibatch_groups=2),
+        methods=("grpo", "maxk_offpolicy"),
+        n_eval=4,
+        n_test=2,
+        ks=(1, 2, 4),
+    )
+    parallel = _run_parallel([0, 1], s, tmp_path / "par", tmp_path / "cache", jobs=2, threads=1)
+    for seed in (0, 1):
+        alone = run_seed(seed, s, tmp_path / "seq" / f"seed{seed}", tmp_path / "cache", log=lambda m: None)
+        for a, b in zip(parallel[seed], alone, strict=True):
+            assert a.label == b.label
+            for k in (1, 2, 4):
+                assert a.overall["max@k"].at(k) == b.overall["max@k"].at(k)
