@@ -341,6 +341,24 @@ def test_fast_and_hf_engines_draw_the_same_samples(peaked, top_p):
     torch.testing.assert_close(fast.entropy, hf.entropy, atol=1e-5, rtol=1e-5)
 
 
+def test_the_hf_engine_ignores_the_checkpoints_own_sampling_extras(peaked):
+    """A generation_config with a repetition penalty and n-gram bans would change generate's sampling
+    distribution but not the stored log-probs; the hf engine samples from exactly the distribution it
+    records, like the fast one (same draws with the same seed)."""
+    model, tok = peaked
+    gc = model.generation_config
+    saved = (gc.repetition_penalty, gc.no_repeat_ngram_size)
+    gc.repetition_penalty, gc.no_repeat_ngram_size = 2.0, 2
+    try:
+        kw = dict(n=4, max_new_tokens=12, seed=5, temperature=1.0, top_p=1.0)
+        fast = generate_rollouts(model, tok, PROMPTS, engine="fast", **kw)
+        hf = generate_rollouts(model, tok, PROMPTS, engine="hf", **kw)
+    finally:
+        gc.repetition_penalty, gc.no_repeat_ngram_size = saved
+    assert torch.equal(fast.completion_ids, hf.completion_ids)
+    torch.testing.assert_close(fast.logprobs, hf.logprobs, atol=1e-5, rtol=1e-5)
+
+
 def test_seed_reproduces_and_leaves_global_rng_alone(peaked):
     model, tok = peaked
     torch.manual_seed(123)

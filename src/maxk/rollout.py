@@ -239,11 +239,15 @@ def _sample_with_generate(
     model, prompt_ids, prompt_mask, *, max_new_tokens, temperature, top_p, eos_token_id, pad_token_id
 ):
     """`maxk.decode.sample_completions` through Hugging Face `model.generate`; returns a `Sampled`."""
+    from transformers import GenerationConfig
+
     from maxk.decode import Sampled
 
-    out = model.generate(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
+    # Only these settings: a checkpoint's generation_config may carry a repetition penalty, n-gram bans
+    # or a minimum length, which would move the sampling distribution away from the softmax(logits /
+    # temperature) whose log-probs are stored (and which the update recomputes). generate() fills every
+    # setting left unset from the model's generation_config, so that is blanked for the call.
+    config = GenerationConfig(
         do_sample=True,
         temperature=temperature,
         top_p=top_p,
@@ -254,6 +258,12 @@ def _sample_with_generate(
         return_dict_in_generate=True,
         output_logits=True,
     )
+    owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's base
+    saved, owner.generation_config = owner.generation_config, GenerationConfig()
+    try:
+        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
+    finally:
+        owner.generation_config = saved
     completion = out.sequences[:, prompt_ids.shape[1] :]
     logits = torch.stack(out.logits, dim=1)  # (b, T, V) raw, before temperature/top-p
     logp, ent = log_probs_and_entropy(logits, completion, temperature)
