@@ -14,6 +14,8 @@ prompts or samples. The rank weights C(i-1-d, k-1-d) / C(N, k) are computed once
 integer arithmetic and correctly rounded to float64 (no overflow at any N), then cast to the data's dtype
 and device (cached). Internally maxk and the off-policy weights sort in *descending* order so that "sum
 over larger rewards" is a plain inclusive cumulative sum; the gap forms sort ascending.
+On CPU at N <= 16 `maxk_reward_transform` and `offpolicy_reward_transform` run the same sums in fused C
+kernels (`maxk._fused`; eager fallback), where the eager ops would cost their dispatch, not arithmetic.
 """
 
 from __future__ import annotations
