@@ -111,6 +111,17 @@ def test_non_finite_input_anywhere_is_an_error(bad, where):
         ADVANTAGES.get("maxk_offpolicy")(r, k=3, log_ratio=lr, delta_clip=None)
 
 
+def test_log_ratio_on_another_device_is_a_named_error():
+    r = torch.rand(2, 4)
+    lr = torch.zeros(2, 4, device="meta")  # any device but the rewards': the kernel must never see it
+    with pytest.raises(ValueError, match="log_ratio is on meta but rewards are on cpu"):
+        ADVANTAGES.get("maxk_offpolicy")(r, k=2, log_ratio=lr)
+    with pytest.raises(ValueError, match="must match rewards"):
+        offpolicy_reward_transform(r, lr, 2)
+    with pytest.raises(ValueError, match="must match rewards"):
+        offpolicy_reward_transform(r, torch.zeros(2, 3), 2)
+
+
 def test_other_inputs_take_the_eager_path():
     r = torch.rand(4, _fused.MAX_N + 1, dtype=torch.float64)
     assert not _fused.applies(r)  # N above the kernel's limit

@@ -83,6 +83,8 @@ def _delta(log_ratio, rewards: torch.Tensor, clip: float | None, check: bool = T
     lr = torch.as_tensor(log_ratio).detach().to(dtype=rewards.dtype)
     if lr.shape != rewards.shape:
         raise ValueError(f"log_ratio shape {tuple(lr.shape)} differs from rewards {tuple(rewards.shape)}")
+    if lr.device != rewards.device:
+        raise ValueError(f"log_ratio is on {lr.device} but rewards are on {rewards.device}; move one of them")
     # exp - 1 rather than expm1: exp is vectorised (about twice as fast at small N), and delta only ever
     # enters as 1 + (sums of deltas), where the absolute error, one rounding of 1, is what counts.
     d = lr.exp().sub_(1)  # in [-1, inf]: no -inf, so the sum below is NaN only if some delta is NaN

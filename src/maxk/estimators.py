@@ -388,6 +388,9 @@ def offpolicy_reward_transform(rewards: torch.Tensor, delta: torch.Tensor, k: in
     a, b, e = (_rank(n, k, drop) for drop in (0, 1, 2))
     # wb, we, wf = b - e, wab = a - b, wab_f = (a - b) - f
     terms = ((b,), (e,), (b, _times(e, -1)), (a, _times(b, -1)), (a, _times(b, -2), e))
+    if delta.shape != rewards.shape or delta.device != rewards.device:
+        raise ValueError(f"delta {tuple(delta.shape)} on {delta.device} must match rewards "
+                         f"{tuple(rewards.shape)} on {rewards.device}")
     if _fused.applies(rewards):
         ws = tuple(_weights(t, n, float(scale), True, rewards.dtype, rewards.device) for t in terms)
         out, total = _fused.offpolicy_rt(rewards, delta, clip, ws)
