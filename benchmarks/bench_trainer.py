@@ -163,10 +163,12 @@ def main() -> int:
         model = build_tiny_model(Path(work) / "model", PROMPTS * 20, vocab_size=512, hidden_size=a.hidden,
                                  num_layers=a.layers, intermediate_size=4 * a.hidden)
         rounds: dict[str, list[dict]] = {}
-        for _ in range(a.rounds):  # trainers alternate, so load that drifts hits each of them alike
+        for i in range(a.rounds):  # trainers alternate, so load that drifts hits each of them alike
+            workdir = Path(work) / f"round{i}"  # fresh run directories each round
+            workdir.mkdir()
             for name in [f"maxk:{e}" for e in a.engine] + ["trl"]:
-                cmd = [sys.executable, __file__, "--only", name, "--model", str(model), "--workdir", work,
-                       *sys.argv[1:]]
+                cmd = [sys.executable, __file__, "--only", name, "--model", str(model), "--workdir",
+                       str(workdir), *sys.argv[1:]]
                 env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
                 done = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
