@@ -7,20 +7,27 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
-def test_pipeline_end_to_end_at_toy_size(tmp_path):
+def toy_settings(base_steps: int, n_test: int):
+    """The demo at toy size: a one-layer base, one RL step, grpo and maxk_offpolicy, 4 samples per prompt."""
     from maxk.demo.base import BaseConfig
     from maxk.demo.experiment import RLSettings
-    from maxk.demo.run import DemoSettings, print_seed_report, run_seed
+    from maxk.demo.run import DemoSettings
 
-    torch.set_num_threads(1)
-    s = DemoSettings(
-        base=BaseConfig(steps=3, batch_size=8, hidden_size=32, num_layers=1, intermediate_size=64),
+    return DemoSettings(
+        base=BaseConfig(steps=base_steps, batch_size=8, hidden_size=32, num_layers=1, intermediate_size=64),
         rl=RLSettings(steps=1, prompts_per_step=2, n=4, k=2, minibatch_groups=2),
         methods=("grpo", "maxk_offpolicy"),
         n_eval=4,
-        n_test=3,
+        n_test=n_test,
         ks=(1, 2, 4),
     )
+
+
+def test_pipeline_end_to_end_at_toy_size(tmp_path):
+    from maxk.demo.run import print_seed_report, run_seed
+
+    torch.set_num_threads(1)
+    s = toy_settings(base_steps=3, n_test=3)
     lines: list[str] = []
     runs = run_seed(0, s, tmp_path / "out", tmp_path / "cache", log=lines.append)
     assert [r.label for r in runs] == ["base", "grpo", "maxk_offpolicy"]
@@ -46,19 +53,10 @@ def test_pipeline_end_to_end_at_toy_size(tmp_path):
 
 def test_parallel_seeds_print_the_same_numbers_as_one_at_a_time(tmp_path):
     from maxk.demo.__main__ import _run_parallel
-    from maxk.demo.base import BaseConfig
-    from maxk.demo.experiment import RLSettings
-    from maxk.demo.run import DemoSettings, run_seed
+    from maxk.demo.run import run_seed
 
     torch.set_num_threads(1)
-    s = DemoSettings(
-        base=BaseConfig(steps=2, batch_size=8, hidden_size=32, num_layers=1, intermediate_size=64),
-        rl=RLSettings(steps=1, prompts_per_step=2, n=4, k=2, minibatch_groups=2),
-        methods=("grpo", "maxk_offpolicy"),
-        n_eval=4,
-        n_test=2,
-        ks=(1, 2, 4),
-    )
+    s = toy_settings(base_steps=2, n_test=2)
     parallel = _run_parallel([0, 1], s, tmp_path / "par", tmp_path / "cache", jobs=2, threads=1)
     for seed in (0, 1):
         alone = run_seed(seed, s, tmp_path / "seq" / f"seed{seed}", tmp_path / "cache", log=lambda m: None)

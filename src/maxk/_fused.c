@@ -52,6 +52,21 @@ int maxk_fused_abi(void) { return 2; } /* bump with any change of an argument li
         }                                                                                             \
     }                                                                                                 \
                                                                                                       \
+    /* y[q][l] to the input position of each of the m rows; returns their sum. */                     \
+    static double store_##SUF(T *out, int64_t row0, int64_t m, int64_t n, T y[][LANES],               \
+                              I idx[][LANES]) {                                                       \
+        double total = 0;                                                                             \
+        for (int64_t l = 0; l < m; ++l) {                                                             \
+            T row_sum = 0; /* one dependent add per row into the total, not one per element */        \
+            for (int64_t q = 0; q < n; ++q) {                                                         \
+                out[(row0 + l) * n + idx[q][l]] = y[q][l];                                            \
+                row_sum += y[q][l];                                                                   \
+            }                                                                                         \
+            total += row_sum;                                                                         \
+        }                                                                                             \
+        return total;                                                                                 \
+    }                                                                                                 \
+                                                                                                      \
     double maxk_rt_##SUF(const T *r, T *out, int64_t rows, int64_t n, const int32_t *net,             \
                          int64_t ncmp, const T *own, const T *b) {                                    \
         T v[MAXK_FUSED_MAX_N][LANES], y[MAXK_FUSED_MAX_N][LANES];                                      \
@@ -66,14 +81,7 @@ int maxk_fused_abi(void) { return 2; } /* bump with any change of an argument li
                     acc[l] += b[q] * v[q][l];                                                         \
                     y[q][l] = acc[l] + own[q] * v[q][l];                                              \
                 }                                                                                     \
-            for (int64_t l = 0; l < m; ++l) {                                                         \
-                T row_sum = 0;                                                                        \
-                for (int64_t q = 0; q < n; ++q) {                                                     \
-                    out[(row0 + l) * n + idx[q][l]] = y[q][l];                                        \
-                    row_sum += y[q][l];                                                               \
-                }                                                                                     \
-                total += row_sum;                                                                     \
-            }                                                                                         \
+            total += store_##SUF(out, row0, m, n, y, idx);                                            \
         }                                                                                             \
         return total;                                                                                 \
     }                                                                                                 \
@@ -106,14 +114,7 @@ int maxk_fused_abi(void) { return 2; } /* bump with any change of an argument li
                     T own = wab[q] + wab_f[q] * d[q][l] + wf[q] * p;                                  \
                     y[q][l] = s1[l] + own * v[q][l] + d[q][l] * s2[l];                                \
                 }                                                                                     \
-            for (int64_t l = 0; l < m; ++l) {                                                         \
-                T row_sum = 0;                                                                        \
-                for (int64_t q = 0; q < n; ++q) {                                                     \
-                    out[(row0 + l) * n + idx[q][l]] = y[q][l];                                        \
-                    row_sum += y[q][l];                                                               \
-                }                                                                                     \
-                total += row_sum;                                                                     \
-            }                                                                                         \
+            total += store_##SUF(out, row0, m, n, y, idx);                                            \
         }                                                                                             \
         return total;                                                                                 \
     }
