@@ -160,6 +160,17 @@ def test_a_fresh_cache_compiles_once(monkeypatch, tmp_path):
         _fused.library.cache_clear()
 
 
+def test_an_unwritable_cache_falls_back(monkeypatch, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("MAXK_CACHE", str(blocked / "cache"))  # mkdir under a file fails
+    _fused.library.cache_clear()
+    try:
+        assert _fused.library() is None
+    finally:
+        _fused.library.cache_clear()
+
+
 def test_disabled_by_environment(monkeypatch):
     monkeypatch.setenv("MAXK_FUSED", "0")
     _fused.library.cache_clear()

@@ -74,12 +74,12 @@ def library() -> ctypes.CDLL | None:
     if not _SOURCE_BYTES:
         return None
     key = hashlib.sha256(_SOURCE_BYTES + " ".join((cc, *FLAGS)).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"fused-{key}.so"
     try:
+        target = _cache_dir() / f"fused-{key}.so"  # Path.home() raises RuntimeError without a home
         if not target.exists():
             _compile(cc, target)
         lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", "") or exc
         log.warning("maxk: could not build the fused small-N kernels (%s); using the eager path", detail)
         return None
