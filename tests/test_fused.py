@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 
 import pytest
 import torch
@@ -131,6 +133,14 @@ def test_other_inputs_take_the_eager_path():
     half = torch.rand(4, 8).half()
     torch.testing.assert_close(maxk_reward_transform(half, 3).float(), maxk_reward_transform(half.float(), 3),
                                rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler on this machine")
+def test_with_a_compiler_the_kernels_load():
+    # the kernel tests here skip when the library is None; with a compiler present that would hide a
+    # broken build behind skips, so it must load
+    assert _fused.library() is not None
+    assert _fused.applies(torch.rand(3, 8)) and _fused.applies(torch.rand(3, 16, dtype=torch.float64))
 
 
 def test_without_a_compiler_everything_falls_back(monkeypatch, tmp_path):
