@@ -1,12 +1,14 @@
 """Wall time per training step: maxk's trainer next to TRL's GRPOTrainer on the same tiny model.
 
     python benchmarks/bench_trainer.py                     # CPU, defaults below
+    python benchmarks/bench_trainer.py --max-new-tokens 64 # short completions: the update weighs more
     python benchmarks/bench_trainer.py --device cuda --hidden 512 --layers 8
     python benchmarks/bench_trainer.py --engine fast       # maxk with one rollout engine only
 
 Both trainers get the same random tiny Qwen2 model (built locally), the same prompts, P prompts x N
-samples per step, the same max new tokens, temperature 1, top-p 1, one PPO iteration, no KL, no
-gradient checkpointing, AdamW, and the same Python reward. Each trainer runs in its own subprocess (so
+samples per step, the same max new tokens (by default N = 8 and 256 new tokens, as in the paper's
+experiment, arXiv:2510.23393), temperature 1, top-p 1, one PPO iteration, no KL, no gradient
+checkpointing, AdamW, and the same Python reward. Each trainer runs in its own subprocess (so
 peak memory is its own); the first step is warm-up and is left out; a trainer's time is the median of the
 rest. The trainers run one after the other, `--rounds` times in alternation (load that drifts on a shared
 machine then hits each alike); the table shows each trainer's median round, and the ratio line lists
@@ -139,7 +141,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=6, help="steps per trainer (the first is warm-up)")
     p.add_argument("--prompts", type=int, default=4, help="P prompts per step")
     p.add_argument("--n", type=int, default=8, help="N samples per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--estimator", default="maxk_offpolicy")

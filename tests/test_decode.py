@@ -100,6 +100,27 @@ def test_prefill_and_every_decode_step_equal_the_hf_forward(arch):
     assert (shifted[:, 7:] - fast[:, 7:]).abs().max() > 1e-2
 
 
+def test_repeated_prompt_rows_are_run_once_and_decode_like_the_rest(monkeypatch):
+    """The N samples of a prompt share its prompt: prefill runs each distinct (ids, mask) row once and
+    copies its cache, so the prefill's forward sees 3 rows for a batch of 7, and the logits of the
+    prompt and of every decode step still equal the HF forward on all 7 rows."""
+    import maxk.decode
+
+    model = tiny_lm("qwen2")
+    ids, prompt_mask = left_padded_batch(61)
+    order = torch.tensor([2, 0, 0, 1, 2, 0, 1])
+    ids, prompt_mask = ids[order], prompt_mask[order]
+    ids[:, 7:] = torch.randint(0, 61, (7, 6), generator=torch.Generator().manual_seed(3))  # rows diverge
+    rows_seen = []
+    forward = maxk.decode._forward
+    monkeypatch.setattr(
+        maxk.decode, "_forward", lambda cache, ids, *a: rows_seen.append(len(ids)) or forward(cache, ids, *a)
+    )
+    fast = teacher_forced_logits(model, ids, prompt_mask, new=6)
+    assert rows_seen == [3] + [7] * 6  # prefill on distinct rows, decode on all
+    assert_logits_equal_on_real_tokens(fast, hf_logits(model, ids, prompt_mask), prompt_mask)
+
+
 def test_lora_model_equals_its_hf_forward_and_adapters_matter():
     from peft import LoraConfig, get_peft_model
 

@@ -108,10 +108,10 @@ class _Net:
 
 
 def _rms(x: torch.Tensor, *, eps: float) -> torch.Tensor:
-    """x / sqrt(mean(x^2) + eps) over E, in float32 and cast back as transformers' RMSNorm does; the
-    norm's weight w is folded into the next product: (w * y) @ W^T = y @ (W * w)^T."""
-    xf = x.float()
-    return (xf * xf.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()).to(x.dtype)
+    """x / sqrt(mean(x^2) + eps) over E, in float32 and cast back as transformers' RMSNorm does (one
+    fused op; bit for bit the same in float32); the norm's weight w is folded into the next product:
+    (w * y) @ W^T = y @ (W * w)^T."""
+    return F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
 
 
 def _matmul(x, *, weight_t, bias):
@@ -299,40 +299,57 @@ def prefill(model, prompt_ids, prompt_mask, max_new_tokens: int, *, logits_to_ke
     logits, KVCache).
 
     prompt_ids, prompt_mask: (B, Tp), left padded. The logits are those of the last `logits_to_keep`
-    prompt positions, in the model dtype. The cache holds Tp + max_new_tokens slots. fuse=False keeps
-    every layer on its modules (the path of LoRA layers; for tests).
+    prompt positions, in the model dtype. The cache holds Tp + max_new_tokens slots. Rows that repeat
+    (the N samples of a prompt) are run once and copied. fuse=False keeps every layer on its modules
+    (the path of LoRA layers; for tests).
     Attention: a token at slot i sees slot j when j <= i and slot j holds a real token, and always
     itself (so a padding slot never has an empty row and no NaN reaches the cache; real tokens never
     see padding).
     """
     lm = causal_lm(model)
     net = _prepare(lm, fuse)
+    unique, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)
+    if len(unique) == len(prompt_ids):  # no repeats: keep the rows in their order
+        unique, inverse = None, None
+    else:
+        prompt_ids, prompt_mask = unique.split(prompt_ids.shape[1], dim=1)
     b, tp = prompt_ids.shape
     hkv, d, total = net.kv_heads, net.head_dim, tp + max_new_tokens
     dtype, device = lm.dtype, prompt_ids.device
-    key_mask = torch.ones(b, total, dtype=torch.bool, device=device)
-    key_mask[:, :tp] = prompt_mask.bool()
     cos, sin = rotary_tables(lm.model.rotary_emb, total, dtype)
     sin = torch.cat([-sin[:, : d // 2], sin[:, d // 2 :]], dim=-1)
     kv = [torch.zeros(2, b, hkv, total, d, dtype=dtype, device=device) for _ in net.layers]
-    cache = KVCache(
-        net=net,
-        kv=kv,
-        keys=[x[0].view(b * hkv, total, d) for x in kv],
-        values=[x[1].view(b * hkv, total, d) for x in kv],
-        mask=_additive(key_mask.repeat_interleave(hkv, dim=0)[:, None, :], dtype),
-        cos=cos.to(device),
-        sin=sin.to(device),
-    )
+    cache = _cache(net, kv, prompt_mask, cos.to(device), sin.to(device))
     slots = torch.arange(tp, device=device)
     itself = torch.eye(tp, dtype=torch.bool, device=device)
-    visible = (slots[None, :] <= slots[:, None]) & (key_mask[:, None, :tp] | itself)  # (B, L, s)
+    visible = (slots[None, :] <= slots[:, None]) & (prompt_mask.bool()[:, None, :] | itself)  # (B, L, s)
     g = net.heads // hkv  # (B, L, s) -> (B, 1, G * L, s), rows in the order of the folded queries
     mask = _additive(visible[:, None, None].expand(b, 1, g, tp, tp).reshape(b, 1, g * tp, tp), dtype)
     positions = position_ids_from_mask(prompt_mask).reshape(-1)
     h = _forward(cache, prompt_ids, cache.cos[positions, None], cache.sin[positions, None], mask)
     h = h.view(b, tp, -1)[:, -logits_to_keep:]
-    return net.head(h.reshape(b * logits_to_keep, -1)).view(b, logits_to_keep, -1), cache
+    logits = net.head(h.reshape(b * logits_to_keep, -1)).view(b, logits_to_keep, -1)
+    if inverse is None:
+        return logits, cache
+    full = _cache(net, [x.index_select(1, inverse) for x in kv], prompt_mask[inverse], cache.cos, cache.sin)
+    full.length = cache.length
+    return logits[inverse], full
+
+
+def _cache(net: _Net, kv: list[torch.Tensor], prompt_mask: torch.Tensor, cos, sin) -> KVCache:
+    """A KVCache over the (2, B, Hkv, S, D) tensors `kv`, whose first Tp slots hold the prompt."""
+    _, b, hkv, total, d = kv[0].shape
+    key_mask = torch.ones(b, total, dtype=torch.bool, device=prompt_mask.device)
+    key_mask[:, : prompt_mask.shape[1]] = prompt_mask.bool()
+    return KVCache(
+        net=net,
+        kv=kv,
+        keys=[x[0].view(b * hkv, total, d) for x in kv],
+        values=[x[1].view(b * hkv, total, d) for x in kv],
+        mask=_additive(key_mask.repeat_interleave(hkv, dim=0)[:, None, :], kv[0].dtype),
+        cos=cos,
+        sin=sin,
+    )
 
 
 def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

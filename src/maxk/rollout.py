@@ -76,15 +76,15 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
 
 
-def log_probs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float):
-    """log softmax(logits / temperature) at `tokens`, and the entropy of that distribution.
+def log_probs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, entropy=True):
+    """log softmax(logits / temperature) at `tokens`, and the entropy of that distribution (None when
+    entropy=False, which saves three passes over the logits).
 
     logits: (..., V); tokens: (...) long; returns two (...) float32 tensors.
     """
     logp_all = F.log_softmax(logits.float() / temperature, dim=-1)
     logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    return logp, -(logp_all.exp() * logp_all).sum(-1) if entropy else None
 
 
 def token_log_probs(
@@ -114,7 +114,7 @@ def token_log_probs(
         logits_to_keep=t + 1,
     )
     logits = out.logits[:, :-1, :]  # logits at position j predict token j + 1
-    logp, entropy = log_probs_and_entropy(logits, completion_ids, temperature)
+    logp, entropy = log_probs_and_entropy(logits, completion_ids, temperature, entropy=with_entropy)
     mask = completion_mask.to(logp.dtype)
     logp = logp * mask
     return (logp, entropy * mask) if with_entropy else logp
