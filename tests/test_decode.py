@@ -7,6 +7,7 @@ import torch
 
 from maxk.decode import (
     decode_step,
+    draw,
     nucleus_filter,
     prefill,
     sample_completions,
@@ -210,6 +211,44 @@ def test_nucleus_filter_equals_transformers_top_p_warper(top_p):
     assert torch.equal(nucleus_filter(scores, top_p), expected)
 
 
+def draw_shares(scores: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The share of the grid v = 1/m, 2/m, ..., 1 for which `draw` picks each token of the (V,) scores,
+    and the probabilities it samples from: the float32 softmax, normalised in float64."""
+    v = torch.arange(1, m + 1, dtype=torch.float64)[:, None] / m
+    picks = draw(scores.expand(m, -1), v)
+    probs = scores.softmax(-1).double()
+    return torch.bincount(picks, minlength=len(scores)).double() / m, probs / probs.sum()
+
+
+def test_draw_inverts_the_distribution_function_exactly():
+    """Over a grid of m uniforms each token is drawn for a share of the grid within 1/m of its
+    probability, tokens of probability 0 (first, inner, last) never, and the extreme uniforms land on
+    the first and last possible tokens."""
+    probs = torch.tensor([0.0, 0.1, 0.0, 0.25, 0.4, 0.25, 0.0])
+    m = 10_000
+    shares, expected = draw_shares(probs.log(), m)
+    assert (shares[probs == 0] == 0).all()
+    assert ((shares - expected).abs() <= 1 / m + 1e-12).all()
+    scores = probs.log().expand(2, -1)
+    extremes = torch.tensor([[2.0**-53], [1.0]], dtype=torch.float64)
+    assert draw(scores, extremes).tolist() == [1, 5]
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.8])
+def test_draw_samples_softmax_of_the_nucleus(top_p):
+    """Random scores (two rows of 50 tokens), top-p filtered as in sampling: the share of a fine grid
+    drawing each token equals its softmax probability to the grid's resolution, and no token outside
+    the nucleus is drawn."""
+    scores = torch.randn(2, 50, generator=torch.Generator().manual_seed(0)) * 2
+    m = 2**16
+    for row in nucleus_filter(scores, top_p):
+        shares, expected = draw_shares(row, m)
+        assert ((shares - expected).abs() <= 1 / m + 1e-12).all()
+        assert (shares[~torch.isfinite(row)] == 0).all()
+    if top_p < 1:
+        assert (~torch.isfinite(nucleus_filter(scores, top_p))).any()  # the nucleus excluded something
+
+
 # ----------------------------------------------------------------------------------------------------------
 # generate_rollouts(engine=...) on a tiny Qwen2 with a trained tokenizer
 # ----------------------------------------------------------------------------------------------------------
@@ -341,18 +380,32 @@ def test_log_probs_taken_in_batches_of_steps_equal_those_taken_per_step(peaked, 
         torch.testing.assert_close(part.entropy, whole.entropy, atol=1e-6, rtol=0)
 
 
+NEAR_CERTAIN = 1e-4  # temperature at which the peaked model's every step is a near-certain choice
+
+
+def assert_near_certain(ro):
+    """Every sampled token had probability > 1 - 1e-4: the draws of any correct sampler agree."""
+    assert (ro.logprobs[ro.completion_mask.bool()] > -1e-4).all()
+
+
 @pytest.mark.parametrize("top_p", [1.0, 0.8])
-def test_fast_and_hf_engines_draw_the_same_samples(peaked, top_p):
-    """Both draw one multinomial over the rows per step from the same RNG, so with the same seed the
-    completions, masks and flags are identical (an EOS list, chunks of 5 rows) and the numbers agree."""
+def test_fast_and_hf_engines_agree_where_sampling_is_near_certain(peaked, top_p):
+    """The engines draw from the same distributions with different random numbers (`draw` against
+    generate's multinomial). Where every step is a near-certain choice any two correct samplers agree,
+    so the whole pipelines must give identical rollouts: completions, masks, EOS flags (from an EOS
+    list), texts, over chunks of 5 rows."""
     model, tok = peaked
-    with_eos(model, list(range(1, len(tok), 7)))  # one token in seven ends a completion
+    kw = dict(n=6, max_new_tokens=12, batch_size=5, seed=11, temperature=NEAR_CERTAIN, top_p=top_p)
+    with_eos(model, [-1])  # no EOS: each prompt's near-certain completion, to pick an EOS from
+    free = generate_rollouts(model, tok, PROMPTS, engine="fast", **kw).completion_ids
+    eos = next(int(t) for t in free[0, 3:] if t not in free[-1])  # ends the first prompt, not the last
+    with_eos(model, [eos, tok.eos_token_id])
     try:
-        kw = dict(n=6, max_new_tokens=12, batch_size=5, seed=11, temperature=0.9, top_p=top_p)
         fast = generate_rollouts(model, tok, PROMPTS, engine="fast", **kw)
         hf = generate_rollouts(model, tok, PROMPTS, engine="hf", **kw)
     finally:
         with_eos(model, tok.eos_token_id)
+    assert_near_certain(fast)
     assert 0 < int(fast.finished.sum()) < len(fast.finished)  # some rows end with EOS, some are cut
     for name in ("completion_ids", "completion_mask", "finished", "prompt_ids", "prompt_mask"):
         assert torch.equal(getattr(fast, name), getattr(hf, name)), name
@@ -365,19 +418,28 @@ def test_fast_and_hf_engines_draw_the_same_samples(peaked, top_p):
 def test_the_hf_engine_ignores_the_checkpoints_own_sampling_extras(peaked):
     """A generation_config with a repetition penalty and n-gram bans would change generate's sampling
     distribution but not the stored log-probs; the hf engine samples from exactly the distribution it
-    records, like the fast one (same draws with the same seed)."""
+    records, like the fast one (identical where sampling is near-certain), while generate left to the
+    checkpoint's config samples something else."""
     model, tok = peaked
     gc = model.generation_config
     saved = (gc.repetition_penalty, gc.no_repeat_ngram_size)
     gc.repetition_penalty, gc.no_repeat_ngram_size = 2.0, 2
     try:
-        kw = dict(n=4, max_new_tokens=12, seed=5, temperature=1.0, top_p=1.0)
+        kw = dict(n=2, max_new_tokens=12, seed=5, temperature=NEAR_CERTAIN, top_p=1.0)
         fast = generate_rollouts(model, tok, PROMPTS, engine="fast", **kw)
         hf = generate_rollouts(model, tok, PROMPTS, engine="hf", **kw)
+        torch.manual_seed(5)
+        extras = model.generate(
+            input_ids=hf.prompt_ids, attention_mask=hf.prompt_mask, do_sample=True, top_k=0,
+            temperature=NEAR_CERTAIN, max_new_tokens=12, pad_token_id=tok.pad_token_id,
+        )[:, hf.prompt_ids.shape[1] :]
     finally:
         gc.repetition_penalty, gc.no_repeat_ngram_size = saved
+    assert_near_certain(fast)
     assert torch.equal(fast.completion_ids, hf.completion_ids)
     torch.testing.assert_close(fast.logprobs, hf.logprobs, atol=1e-5, rtol=1e-5)
+    width = min(extras.shape[1], hf.completion_ids.shape[1])
+    assert not torch.equal(extras[:, :width], hf.completion_ids[:, :width])  # the extras do change draws
 
 
 def test_seed_reproduces_and_leaves_global_rng_alone(peaked):

@@ -225,8 +225,9 @@ def test_binary_only_estimator_rejects_continuous_rewards(tiny_model_dir, tmp_pa
             "run.progress=false",
         ],
     )
+    half = lambda completions, tasks: [0.5] * len(completions)  # continuous whatever is sampled
     with pytest.raises(ValueError, match="needs 0/1 rewards"):
-        train(cfg, tasks=TASKS, reward_fn=letter_reward)
+        train(cfg, tasks=TASKS, reward_fn=half)
 
 
 @pytest.mark.slow

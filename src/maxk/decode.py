@@ -385,6 +385,20 @@ def nucleus_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
 
 
+def draw(scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One token per row from softmax(scores), by inverting its distribution function.
+
+    scores: (B, V), -inf on excluded tokens; v: (B, 1) float64 in (0, 1]. Returns (B,) long: the first
+    token whose cumulative probability reaches v times the total. Token i is drawn when
+    cdf[i-1] < v * total <= cdf[i], which has probability p_i / total for uniform v; v > 0 never draws a
+    token of probability 0 (its cdf equals its predecessor's), and v <= 1 never runs past the last
+    token. The sums are in float64. One uniform per row, where torch.multinomial draws V exponentials:
+    on CPU, softmax and draw took 1/7 of softmax and multinomial at (32, 346), 1/3 at (64, 151936).
+    """
+    cdf = scores.softmax(dim=-1).cumsum(dim=-1, dtype=torch.float64)
+    return torch.searchsorted(cdf, cdf.narrow(-1, -1, 1) * v).squeeze(-1)
+
+
 @dataclass
 class Sampled:
     """One batch of sampled completions. All (B, T) with T <= max_new_tokens, except finished (B,).
@@ -415,9 +429,9 @@ def sample_completions(
 ) -> Sampled:
     """Sample up to max_new_tokens tokens per row from softmax(logits / temperature), top-p truncated.
 
-    The same draws as `generate(do_sample=True, top_k=0)`: one `torch.multinomial` over the B rows per
-    step from the global RNG, rows that have emitted EOS continue with pad_token_id, and the loop stops
-    once every row has emitted EOS. prompt_ids, prompt_mask: (B, Tp) left padded. The log-probs and
+    Each step draws one token per row with `draw`, from uniforms drawn up front (one per row and step,
+    from the global RNG); rows that have emitted EOS continue with pad_token_id, and the loop stops once
+    every row has emitted EOS. prompt_ids, prompt_mask: (B, Tp) left padded. The log-probs and
     entropies are taken from the kept logits in batches of steps (up to LOGITS_BUFFER_BYTES of logits),
     the same row-wise arithmetic as one step at a time.
     """
@@ -428,6 +442,7 @@ def sample_completions(
     positions = prompt_mask.long().sum(dim=1)[None, :] + steps[:, None]  # (T, B): the new tokens' positions
     cos, sin = cache.cos[positions, None], cache.sin[positions, None]  # (T, B, 1, D)
     finished = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+    uniforms = 1 - torch.rand(max_new_tokens, len(finished), 1, dtype=torch.float64, device=finished.device)
     tokens, kept, logps, entropies = [], [], [], []
 
     def take_log_probs():
@@ -443,7 +458,7 @@ def sample_completions(
             scores = scores / temperature
         if top_p < 1:
             scores = nucleus_filter(scores, top_p)
-        nxt = torch.multinomial(scores.softmax(dim=-1), num_samples=1).squeeze(1)
+        nxt = draw(scores, uniforms[t])
         nxt.masked_fill_(finished, pad_token_id)
         tokens.append(nxt)
         kept.append(logits)

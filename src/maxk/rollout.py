@@ -162,7 +162,8 @@ def generate_rollouts(
     untouched; with `seed=None` the global torch RNG is used and advanced.
     engine: "fast" is `maxk.decode` (Llama-family models; a ValueError says why another model is not
     supported), "hf" is Hugging Face `model.generate`, "auto" is "fast" where supported, else "hf".
-    Both draw the same random numbers in the same order, so they differ only by float rounding.
+    Both sample the same distributions (the fast engine's logits equal the model's forward to float
+    rounding) with different random numbers: `maxk.decode.draw` against generate's multinomial.
     """
     if n < 1 or not prompts:
         raise ValueError(f"need n >= 1 and at least one prompt, got n={n}, {len(prompts)} prompts")
