@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from maxk.decode import (
-    decode_step,
-    draw,
-    nucleus_filter,
-    prefill,
-    sample_completions,
-    supports_fast_decode,
-)
+from maxk.decode import decode_step, prefill, supports_fast_decode
+from maxk.engines import draw, nucleus_filter, sample_completions
 from maxk.rollout import generate_rollouts, position_ids_from_mask, token_log_probs
 
 PROMPTS = ["def add(a, b):", "The answer is", "print(sum(int(t) for t in"]
@@ -360,14 +354,14 @@ def test_log_probs_taken_in_batches_of_steps_equal_those_taken_per_step(peaked, 
     """The sampling logits are kept and turned into log-probs LOGITS_BUFFER_BYTES at a time: a buffer of
     one step (the per-step computation) and one of 3 steps (batches of 3, then a last partial one) give
     the same tokens, log-probs and entropies as one batch for all 10 steps."""
-    import maxk.decode
+    import maxk.engines
 
     model, tok = peaked
     enc = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
     kw = dict(max_new_tokens=10, temperature=0.8, top_p=1.0, eos_token_id=[-1], pad_token_id=tok.pad_token_id)
 
     def sample(buffer_steps: int):
-        monkeypatch.setattr(maxk.decode, "LOGITS_BUFFER_BYTES", buffer_steps * len(PROMPTS) * len(tok) * 4)
+        monkeypatch.setattr(maxk.engines, "LOGITS_BUFFER_BYTES", buffer_steps * len(PROMPTS) * len(tok) * 4)
         torch.manual_seed(4)
         return sample_completions(model, enc["input_ids"], enc["attention_mask"], **kw)
 

@@ -1,9 +1,10 @@
-"""A KV-cached decoder for Llama-family causal LMs and the sampling loop of `generate_rollouts` (plumbing).
+"""A KV-cached decoder for Llama-family causal LMs: the network of the fast rollout engine (plumbing).
 
 Hugging Face `generate` spends most of a decode step of a small model in Python (mask construction,
 cache classes, logits processors). This module runs the same network with a preallocated static KV
-cache: one prefill forward over the left-padded prompt, then one forward per new token, with few
-PyTorch ops per step (at small sizes each op costs more in dispatch than in arithmetic). Per call, a
+cache: one prefill forward over the left-padded prompt (each distinct prompt row once), then one
+forward per new token (`maxk.engines.sample_completions` samples them), with few PyTorch ops per step
+(at small sizes each op costs more in dispatch than in arithmetic). Per call, a
 layer whose projections are all plain nn.Linear runs on raw weights: q/k/v as one matrix product and
 gate/up as another, the RMSNorm weights folded into them, the residual adds done by the products; a
 layer with LoRA-wrapped (peft) or other projections calls the model's own submodules. Only the wiring
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from maxk.rollout import log_probs_and_entropy, position_ids_from_mask
+from maxk.rollout import position_ids_from_mask
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 
@@ -81,7 +82,6 @@ def _sliding_window(config) -> int | None:
 
 
 FUSE_MAX_LAYER_BYTES = 32 * 2**20  # most bytes one layer's fused weights may copy per call
-LOGITS_BUFFER_BYTES = 64 * 2**20  # sampling logits kept before their log-probs are taken in one batch
 _RMS_NORMS = frozenset({"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"})  # weight * x / rms(x)
 
 
@@ -358,8 +358,8 @@ def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return zeros.masked_fill_(~visible, float("-inf"))
 
 
-def _decode(cache: KVCache, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """`decode_step` with the rotary rows (B, 1, D) of the new tokens given."""
+def decode_with_rotary(cache: KVCache, tokens: torch.Tensor, cos, sin) -> torch.Tensor:
+    """`decode_step` with the new tokens' rotary rows (B, 1, D) given (rows of `KVCache.cos`, `.sin`)."""
     h = _forward(cache, tokens[:, None], cos, sin, cache.mask.narrow(2, 0, cache.length + 1))
     return cache.net.head(h)
 
@@ -367,112 +367,4 @@ def _decode(cache: KVCache, tokens: torch.Tensor, cos: torch.Tensor, sin: torch.
 @torch.no_grad()
 def decode_step(cache: KVCache, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Append one token per row and return the next-token logits. tokens, positions: (B,) -> (B, V)."""
-    return _decode(cache, tokens, cache.cos[positions, None], cache.sin[positions, None])
-
-
-def nucleus_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
-    """scores (..., V) with -inf outside the top-p nucleus (Holtzman et al. 2019, arXiv:1904.09751).
-
-    The nucleus is the smallest set of most likely tokens whose probability reaches top_p, and at least
-    the most likely token. Computed from the ascending sort like transformers' TopPLogitsWarper, so the
-    same tokens survive up to float rounding: a token is dropped when it and every less likely token
-    together have probability <= 1 - top_p.
-    """
-    ascending, order = scores.sort(dim=-1)
-    tail_mass = ascending.softmax(dim=-1).cumsum(dim=-1)
-    drop = tail_mass <= 1 - top_p
-    drop[..., -1] = False
-    return scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-
-
-def draw(scores: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """One token per row from softmax(scores), by inverting its distribution function.
-
-    scores: (B, V), -inf on excluded tokens; v: (B, 1) float64 in (0, 1]. Returns (B,) long: the first
-    token whose cumulative probability reaches v times the total. Token i is drawn when
-    cdf[i-1] < v * total <= cdf[i], which has probability p_i / total for uniform v; v > 0 never draws a
-    token of probability 0 (its cdf equals its predecessor's), and v <= 1 never runs past the last
-    token. The sums are in float64. One uniform per row, where torch.multinomial draws V exponentials:
-    on CPU, softmax and draw took 1/7 of softmax and multinomial at (32, 346), 1/3 at (64, 151936).
-    """
-    cdf = scores.softmax(dim=-1).cumsum(dim=-1, dtype=torch.float64)
-    return torch.searchsorted(cdf, cdf.narrow(-1, -1, 1) * v).squeeze(-1)
-
-
-@dataclass
-class Sampled:
-    """One batch of sampled completions. All (B, T) with T <= max_new_tokens, except finished (B,).
-
-    completion_ids: long, pad_token_id after a row's first EOS.
-    logprobs, entropy: float32, log softmax(logits / temperature) at the sampled token and the entropy of
-    that distribution (also at the padding after EOS; the caller masks them).
-    finished: bool, True where the row emitted EOS.
-    """
-
-    completion_ids: torch.Tensor
-    logprobs: torch.Tensor
-    entropy: torch.Tensor
-    finished: torch.Tensor
-
-
-@torch.no_grad()
-def sample_completions(
-    model,
-    prompt_ids: torch.Tensor,
-    prompt_mask: torch.Tensor,
-    *,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    eos_token_id: int | list[int],
-    pad_token_id: int,
-) -> Sampled:
-    """Sample up to max_new_tokens tokens per row from softmax(logits / temperature), top-p truncated.
-
-    Each step draws one token per row with `draw`, from uniforms drawn up front (one per row and step,
-    from the global RNG); rows that have emitted EOS continue with pad_token_id, and the loop stops once
-    every row has emitted EOS. prompt_ids, prompt_mask: (B, Tp) left padded. The log-probs and
-    entropies are taken from the kept logits in batches of steps (up to LOGITS_BUFFER_BYTES of logits),
-    the same row-wise arithmetic as one step at a time.
-    """
-    eos = torch.as_tensor(eos_token_id, device=prompt_ids.device).reshape(-1)
-    logits, cache = prefill(model, prompt_ids, prompt_mask, max_new_tokens)
-    logits = logits[:, -1]
-    steps = torch.arange(max_new_tokens, device=prompt_ids.device)
-    positions = prompt_mask.long().sum(dim=1)[None, :] + steps[:, None]  # (T, B): the new tokens' positions
-    cos, sin = cache.cos[positions, None], cache.sin[positions, None]  # (T, B, 1, D)
-    finished = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
-    uniforms = 1 - torch.rand(max_new_tokens, len(finished), 1, dtype=torch.float64, device=finished.device)
-    tokens, kept, logps, entropies = [], [], [], []
-
-    def take_log_probs():
-        chosen = torch.stack(tokens[-len(kept) :], dim=1)
-        logp, ent = log_probs_and_entropy(torch.stack(kept, dim=1), chosen, temperature)
-        logps.append(logp)
-        entropies.append(ent)
-        kept.clear()
-
-    for t in range(max_new_tokens):
-        scores = logits.float()
-        if temperature != 1:  # dividing by 1 is exact; generate skips it too
-            scores = scores / temperature
-        if top_p < 1:
-            scores = nucleus_filter(scores, top_p)
-        nxt = draw(scores, uniforms[t])
-        nxt.masked_fill_(finished, pad_token_id)
-        tokens.append(nxt)
-        kept.append(logits)
-        if len(kept) * logits.numel() * 4 >= LOGITS_BUFFER_BYTES:
-            take_log_probs()
-        finished |= torch.isin(nxt, eos)
-        if t + 1 == max_new_tokens or bool(finished.all()):
-            break
-        logits = _decode(cache, nxt, cos[t], sin[t])
-    if kept:
-        take_log_probs()
-    return Sampled(
-        completion_ids=torch.stack(tokens, dim=1),
-        logprobs=torch.cat(logps, dim=1),
-        entropy=torch.cat(entropies, dim=1),
-        finished=finished,
-    )
+    return decode_with_rotary(cache, tokens, cache.cos[positions, None], cache.sin[positions, None])

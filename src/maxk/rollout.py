@@ -163,7 +163,7 @@ def generate_rollouts(
     engine: "fast" is `maxk.decode` (Llama-family models; a ValueError says why another model is not
     supported), "hf" is Hugging Face `model.generate`, "auto" is "fast" where supported, else "hf".
     Both sample the same distributions (the fast engine's logits equal the model's forward to float
-    rounding) with different random numbers: `maxk.decode.draw` against generate's multinomial.
+    rounding) with different random numbers: `maxk.engines.draw` against generate's multinomial.
     """
     if n < 1 or not prompts:
         raise ValueError(f"need n >= 1 and at least one prompt, got n={n}, {len(prompts)} prompts")
@@ -182,8 +182,10 @@ def generate_rollouts(
     prompt_ids = enc["input_ids"].repeat_interleave(n, dim=0).to(device)
     prompt_mask = enc["attention_mask"].repeat_interleave(n, dim=0).to(device)
 
+    from maxk.engines import sampler  # maxk.engines imports this module
+
     sample = functools.partial(
-        _sampler(model, engine, prompt_ids.shape[1] + max_new_tokens),
+        sampler(model, engine, prompt_ids.shape[1] + max_new_tokens),
         temperature=temperature,
         top_p=top_p,
         max_new_tokens=max_new_tokens,
@@ -220,56 +222,6 @@ def generate_rollouts(
         num_tokens=int(completion_mask.sum()),
         finished=torch.cat([c[4] for c in chunks]),
     )
-
-
-def _sampler(model, engine: str, max_length: int):
-    """The chunk sampler of `engine`: maxk.decode.sample_completions or `_sample_with_generate`."""
-    from maxk.decode import sample_completions, supports_fast_decode
-
-    if engine == "hf":
-        return _sample_with_generate
-    reason = supports_fast_decode(model, max_length)
-    if reason is None:
-        return sample_completions
-    if engine == "fast":
-        raise ValueError(f"engine='fast' does not support this model: {reason}; use engine='auto' or 'hf'")
-    return _sample_with_generate
-
-
-def _sample_with_generate(
-    model, prompt_ids, prompt_mask, *, max_new_tokens, temperature, top_p, eos_token_id, pad_token_id
-):
-    """`maxk.decode.sample_completions` through Hugging Face `model.generate`; returns a `Sampled`."""
-    from transformers import GenerationConfig
-
-    from maxk.decode import Sampled
-
-    # Only these settings: a checkpoint's generation_config may carry a repetition penalty, n-gram bans
-    # or a minimum length, which would move the sampling distribution away from the softmax(logits /
-    # temperature) whose log-probs are stored (and which the update recomputes). generate() fills every
-    # setting left unset from the model's generation_config, so that is blanked for the call.
-    config = GenerationConfig(
-        do_sample=True,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=0,
-        max_new_tokens=max_new_tokens,
-        pad_token_id=pad_token_id,
-        eos_token_id=eos_token_id,
-        return_dict_in_generate=True,
-        output_logits=True,
-    )
-    owner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel's base
-    saved, owner.generation_config = owner.generation_config, GenerationConfig()
-    try:
-        out = model.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config)
-    finally:
-        owner.generation_config = saved
-    completion = out.sequences[:, prompt_ids.shape[1] :]
-    logits = torch.stack(out.logits, dim=1)  # (b, T, V) raw, before temperature/top-p
-    logp, ent = log_probs_and_entropy(logits, completion, temperature)
-    eos = torch.as_tensor(eos_token_id, device=completion.device).reshape(-1)
-    return Sampled(completion, logp, ent, finished=torch.isin(completion, eos).any(dim=1))
 
 
 def rollout_log_probs(model, ro: Rollouts, rows: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
