@@ -24,21 +24,6 @@ def curve_table(runs: list[Curves], metric: str) -> str:
     return "\n".join(lines)
 
 
-def diversity_table(runs: list[Curves]) -> str:
-    """Markdown: distinct programs among the N samples, token entropy, distinct reward values."""
-    lines = [
-        "| run | distinct programs / N | token entropy (nats) | distinct rewards |",
-        "|---|---:|---:|---:|",
-    ]
-    for r in runs:
-        s = r.diversity.summary()
-        lines.append(
-            f"| {r.label} | {s['distinct_fraction']:.3f} | {s['mean_entropy']:.3f} | "
-            f"{s['distinct_rewards']:.2f} |"
-        )
-    return "\n".join(lines)
-
-
 def paired_at(a: Curves, b: Curves, k: int, metric: str = "max@k"):
     """`maxk.evaluation.PairedResult` of b minus a at (metric, k)."""
     return next(p for p in paired_comparison(a, b) if p.metric == metric and p.k == k)

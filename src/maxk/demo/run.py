@@ -87,6 +87,8 @@ def run_seed(seed: int, s: DemoSettings, out_dir: Path, cache_dir: Path, log=pri
 
 def print_seed_report(runs: list, k: int, out_dir: Path, log=print) -> bool:
     """Tables, the paired tests, diversity and the summary for one seed; returns whether the goal was met."""
+    from maxk.evaluation.report import diversity_table
+
     lo, hi = report.best_two(runs, k)
     met, goal_text = report.goal_met(runs, k)
     text = "\n".join(
@@ -98,7 +100,7 @@ def print_seed_report(runs: list, k: int, out_dir: Path, log=print) -> bool:
             report.curve_table(runs, "pass@k"),
             "",
             "diversity of the samples per test prompt",
-            report.diversity_table(runs),
+            diversity_table(runs),
             "",
             "paired tests over test prompts:",
             "  best two: " + report.paired_line(lo, hi, k),

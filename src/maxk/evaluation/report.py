@@ -111,19 +111,7 @@ def compare_markdown(runs: list[Curves]) -> str:
                 p: PairedResult = table[(m, k)]
                 cells += [fmt_diff(p.mean_diff), fmt_p(p.p_value), f"{p.wins}/{p.ties}/{p.losses}"]
             out.append("| " + " | ".join(cells) + " |")
-    out += [
-        "",
-        "### Diversity",
-        "",
-        "| run | prompts | N | distinct programs | token entropy | distinct rewards |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in runs:
-        s = r.diversity.summary()
-        out.append(
-            f"| {r.label} | {len(r.task_ids)} | {_n_text(r)[4:]} | {fmt(s['distinct_fraction'], 2)} | "
-            f"{fmt(s['mean_entropy'], 2)} | {fmt(s['distinct_rewards'], 1)} |"
-        )
+    out += ["", "### Diversity", "", diversity_table(runs)]
     notes = [f"{r.label}: {n}" for r in runs for n in r.notes]
     dropped = sorted({k for r in runs for k in r.ks} - set(ks))
     if dropped:
@@ -135,6 +123,22 @@ def compare_markdown(runs: list[Curves]) -> str:
     if notes:
         out += ["", *[f"- note: {n}" for n in notes]]
     return "\n".join(out) + "\n"
+
+
+def diversity_table(runs: list[Curves]) -> str:
+    """Markdown, one row per run: prompts, N, distinct programs (share of N), mean token entropy (nats)
+    and distinct reward values, each a mean over the run's prompts."""
+    out = [
+        "| run | prompts | N | distinct programs | token entropy | distinct rewards |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        s = r.diversity.summary()
+        out.append(
+            f"| {r.label} | {len(r.task_ids)} | {_n_text(r)[4:]} | {fmt(s['distinct_fraction'], 2)} | "
+            f"{fmt(s['mean_entropy'], 2)} | {fmt(s['distinct_rewards'], 1)} |"
+        )
+    return "\n".join(out)
 
 
 def write_metrics_report(c: Curves, out_dir, *, plot: bool = True) -> dict[str, str]:
