@@ -160,3 +160,15 @@ def test_metrics_malformed_file_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}:2:" in err and "reward" in err
     assert main(["compare", str(bad)]) == 2
+
+
+def test_eval_engine_option_is_recorded_and_part_of_the_settings(tmp_path, tiny_model_dir, capsys):
+    """`--engine hf` samples with generate; the engine is a setting of the run (the two engines draw
+    different random numbers), so resuming the directory with the other engine is refused."""
+    tasks = write_tasks(tmp_path / "tasks.jsonl", count=2)
+    out = tmp_path / "run"
+    assert main(eval_args(tiny_model_dir, tasks, out, "--engine", "hf")) == 0
+    assert '"engine": "hf"' in (out / "run.json").read_text()
+    capsys.readouterr()
+    assert main(eval_args(tiny_model_dir, tasks, out, "--engine", "fast")) == 2
+    assert "engine: was 'hf', now 'fast'" in capsys.readouterr().err

@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stops for chat answers: \\n```, \\nprint(, \\nassert , \\n# Example, \\n# Test, \\nif __name__",
     )
     a("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    a(
+        "--engine",
+        default="auto",
+        choices=["auto", "fast", "hf"],
+        help="sampler: fast (maxk.decode; Llama, Mistral, Qwen2), hf (generate), auto (fast if supported)",
+    )
     a("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype")
     a("--device", default=None, help="torch device (default: cpu, or the model's default)")
     a("--threads", type=int, default=None, help="torch CPU threads")
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             stop=stop,
             chat=args.chat,
+            engine=args.engine,
         )
         tasks = load_tasks(args.tasks, split=args.split)
         tasks = tasks[: args.limit] if args.limit is not None else tasks
