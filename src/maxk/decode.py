@@ -308,11 +308,10 @@ def prefill(model, prompt_ids, prompt_mask, max_new_tokens: int, *, logits_to_ke
     """
     lm = causal_lm(model)
     net = _prepare(lm, fuse)
-    unique, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)
-    if len(unique) == len(prompt_ids):  # no repeats: keep the rows in their order
-        unique, inverse = None, None
-    else:
-        prompt_ids, prompt_mask = unique.split(prompt_ids.shape[1], dim=1)
+    rows, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask], dim=1), dim=0, return_inverse=True)
+    repeats = len(rows) < len(prompt_ids)
+    if repeats:  # run each distinct row once; its cache is copied to its repeats below
+        prompt_ids, prompt_mask = rows.split(prompt_ids.shape[1], dim=1)
     b, tp = prompt_ids.shape
     hkv, d, total = net.kv_heads, net.head_dim, tp + max_new_tokens
     dtype, device = lm.dtype, prompt_ids.device
@@ -329,7 +328,7 @@ def prefill(model, prompt_ids, prompt_mask, max_new_tokens: int, *, logits_to_ke
     h = _forward(cache, prompt_ids, cache.cos[positions, None], cache.sin[positions, None], mask)
     h = h.view(b, tp, -1)[:, -logits_to_keep:]
     logits = net.head(h.reshape(b * logits_to_keep, -1)).view(b, logits_to_keep, -1)
-    if inverse is None:
+    if not repeats:
         return logits, cache
     full = _cache(net, [x.index_select(1, inverse) for x in kv], prompt_mask[inverse], cache.cos, cache.sin)
     full.length = cache.length
