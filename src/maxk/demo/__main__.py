@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from maxk.demo.report import seeds_table
-    from maxk.demo.run import DemoSettings, print_seed_report, run_seed
+    from maxk.demo.run import DemoSettings, log_line, print_seed_report, run_seed
 
     t0 = time.perf_counter()
     if args.threads:
@@ -78,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     results = _run_parallel(seeds, s, out, cache, args.jobs, args.threads) if args.jobs > 1 else {}
     for seed in seeds:
-        runs = results.get(seed) or run_seed(seed, s, out / f"seed{seed}", cache, log=_log)
+        runs = results.get(seed) or run_seed(seed, s, out / f"seed{seed}", cache, log=log_line)
         print(f"\n===== seed {seed} =====", flush=True)
-        met.append(print_seed_report(runs, k, out / f"seed{seed}", log=lambda m: print(m, flush=True)))
+        met.append(print_seed_report(runs, k, out / f"seed{seed}", log=log_line))
         per_seed.append(runs)
     if len(seeds) > 1:
         print(f"\n===== {len(seeds)} seeds: mean ± std over seeds =====")
@@ -90,10 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\noutputs: {out}/seed*/ (summary.txt, compare.md, curves.png)")
     print(f"total wall time: {time.perf_counter() - t0:.0f}s ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
-
-
-def _log(message: str) -> None:
-    print(message, flush=True)
 
 
 def _run_parallel(seeds, settings, out, cache, jobs, threads) -> dict:

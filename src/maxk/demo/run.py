@@ -32,13 +32,18 @@ class DemoSettings:
     ks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
+def log_line(message: str) -> None:
+    """The demo's log: one printed line, flushed (seeds in worker processes interleave their lines)."""
+    print(message, flush=True)
+
+
 def seed_job(seed: int, s: DemoSettings, out: Path, cache_dir: Path, threads: int) -> list:
     """`run_seed` in a worker process of `python -m maxk.demo --jobs J` (spawned: a fresh torch that
     gets its own thread setting)."""
     import torch
 
     torch.set_num_threads(threads)
-    return run_seed(seed, s, out / f"seed{seed}", cache_dir, log=lambda m: print(m, flush=True))
+    return run_seed(seed, s, out / f"seed{seed}", cache_dir, log=log_line)
 
 
 def run_seed(seed: int, s: DemoSettings, out_dir: Path, cache_dir: Path, log=print) -> list:
