@@ -7,7 +7,7 @@ import torch
 
 from maxk.decode import decode_step, prefill, supports_fast_decode
 from maxk.engines import draw, nucleus_filter, sample_completions
-from maxk.rollout import generate_rollouts, position_ids_from_mask, token_log_probs
+from maxk.rollout import completion_mask_from_ids, generate_rollouts, position_ids_from_mask, token_log_probs
 
 PROMPTS = ["def add(a, b):", "The answer is", "print(sum(int(t) for t in"]
 
@@ -372,6 +372,47 @@ def test_log_probs_taken_in_batches_of_steps_equal_those_taken_per_step(peaked, 
         assert torch.equal(part.completion_ids, whole.completion_ids)
         torch.testing.assert_close(part.logprobs, whole.logprobs, atol=1e-6, rtol=0)
         torch.testing.assert_close(part.entropy, whole.entropy, atol=1e-6, rtol=0)
+
+
+def test_ended_rows_leave_the_batch_without_changing_any_row(peaked, monkeypatch):
+    """Rows that have emitted EOS are dropped from the decoded batch (their cache rows copied away) once
+    they are DROP_ENDED_FRACTION of it; each row's uniforms are its own, so every row samples the same
+    tokens, log-probs and entropies as when no row is ever dropped: with drops at every ended row, at the
+    default share, and with the log-probs taken 3 steps at a time in between."""
+    import maxk.decode
+    import maxk.engines
+
+    model, tok = peaked
+    enc = tok(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids, mask = enc["input_ids"].repeat_interleave(8, 0), enc["attention_mask"].repeat_interleave(8, 0)
+    eos = list(range(1, len(tok), 40))
+    kw = dict(max_new_tokens=40, temperature=1.0, top_p=0.9, eos_token_id=eos, pad_token_id=tok.pad_token_id)
+    batches = []
+    select_rows = maxk.decode.select_rows
+
+    def spy(cache, rows):
+        batches.append(len(rows))
+        return select_rows(cache, rows)
+
+    monkeypatch.setattr(maxk.engines, "select_rows", spy)
+
+    def sample(fraction: float, buffer_steps: int = 40):
+        monkeypatch.setattr(maxk.engines, "DROP_ENDED_FRACTION", fraction)
+        monkeypatch.setattr(maxk.engines, "LOGITS_BUFFER_BYTES", buffer_steps * len(ids) * len(tok) * 4)
+        batches.clear()
+        torch.manual_seed(2)
+        return sample_completions(model, ids, mask, **kw), list(batches)
+
+    whole, kept = sample(2.0)  # never drops
+    assert kept == [] and 0 < int(whole.finished.sum()) < len(ids)  # some rows end, some run to the limit
+    for fraction, buffer_steps in [(1e-9, 40), (0.25, 40), (1e-9, 3)]:
+        got, drops = sample(fraction, buffer_steps)
+        assert len(drops) >= 2 and drops == sorted(drops, reverse=True) and drops[-1] < len(ids)
+        assert torch.equal(got.completion_ids, whole.completion_ids)
+        assert torch.equal(got.finished, whole.finished)
+        live = completion_mask_from_ids(whole.completion_ids, eos)  # after EOS the values are unused
+        torch.testing.assert_close(got.logprobs * live, whole.logprobs * live, atol=1e-6, rtol=0)
+        torch.testing.assert_close(got.entropy * live, whole.entropy * live, atol=1e-6, rtol=0)
 
 
 NEAR_CERTAIN = 1e-4  # temperature at which the peaked model's every step is a near-certain choice

@@ -318,7 +318,10 @@ def prefill(model, prompt_ids, prompt_mask, max_new_tokens: int, *, logits_to_ke
     cos, sin = rotary_tables(lm.model.rotary_emb, total, dtype)
     sin = torch.cat([-sin[:, : d // 2], sin[:, d // 2 :]], dim=-1)
     kv = [torch.zeros(2, b, hkv, total, d, dtype=dtype, device=device) for _ in net.layers]
-    cache = _cache(net, kv, prompt_mask, cos.to(device), sin.to(device))
+    key_mask = torch.ones(b, total, dtype=torch.bool, device=device)
+    key_mask[:, :tp] = prompt_mask.bool()
+    new_token_mask = _additive(key_mask.repeat_interleave(hkv, dim=0)[:, None, :], dtype)
+    cache = _cache(net, kv, new_token_mask, cos.to(device), sin.to(device))
     slots = torch.arange(tp, device=device)
     itself = torch.eye(tp, dtype=torch.bool, device=device)
     visible = (slots[None, :] <= slots[:, None]) & (prompt_mask.bool()[:, None, :] | itself)  # (B, L, s)
@@ -328,26 +331,30 @@ def prefill(model, prompt_ids, prompt_mask, max_new_tokens: int, *, logits_to_ke
     h = _forward(cache, prompt_ids, cache.cos[positions, None], cache.sin[positions, None], mask)
     h = h.view(b, tp, -1)[:, -logits_to_keep:]
     logits = net.head(h.reshape(b * logits_to_keep, -1)).view(b, logits_to_keep, -1)
-    if not repeats:
-        return logits, cache
-    full = _cache(net, [x.index_select(1, inverse) for x in kv], prompt_mask[inverse], cache.cos, cache.sin)
-    full.length = cache.length
-    return logits[inverse], full
+    return (logits[inverse], select_rows(cache, inverse)) if repeats else (logits, cache)
 
 
-def _cache(net: _Net, kv: list[torch.Tensor], prompt_mask: torch.Tensor, cos, sin) -> KVCache:
-    """A KVCache over the (2, B, Hkv, S, D) tensors `kv`, whose first Tp slots hold the prompt."""
+def select_rows(cache: KVCache, rows: torch.Tensor) -> KVCache:
+    """A cache holding the rows `rows` (1-D long; repeats allowed) of `cache`, copied: the prefill
+    copies a prompt's cache to its samples, the sampler drops the rows that have ended."""
+    _, _, hkv, total, _ = cache.kv[0].shape
+    mask = cache.mask.view(-1, hkv, 1, total).index_select(0, rows).view(-1, 1, total)
+    kv = [x.index_select(1, rows) for x in cache.kv]
+    return _cache(cache.net, kv, mask, cache.cos, cache.sin, cache.length)
+
+
+def _cache(net: _Net, kv: list[torch.Tensor], mask: torch.Tensor, cos, sin, length: int = 0) -> KVCache:
+    """A KVCache over the (2, B, Hkv, S, D) tensors `kv` with the new-token mask `mask` (`KVCache.mask`)."""
     _, b, hkv, total, d = kv[0].shape
-    key_mask = torch.ones(b, total, dtype=torch.bool, device=prompt_mask.device)
-    key_mask[:, : prompt_mask.shape[1]] = prompt_mask.bool()
     return KVCache(
         net=net,
         kv=kv,
         keys=[x[0].view(b * hkv, total, d) for x in kv],
         values=[x[1].view(b * hkv, total, d) for x in kv],
-        mask=_additive(key_mask.repeat_interleave(hkv, dim=0)[:, None, :], kv[0].dtype),
+        mask=mask,
         cos=cos,
         sin=sin,
+        length=length,
     )
 
 

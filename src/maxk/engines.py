@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
-from maxk.decode import decode_with_rotary, prefill, supports_fast_decode
+from maxk.decode import decode_with_rotary, prefill, select_rows, supports_fast_decode
 from maxk.rollout import log_probs_and_entropy
 
 LOGITS_BUFFER_BYTES = 64 * 2**20  # sampling logits kept before their log-probs are taken in one batch
+DROP_ENDED_FRACTION = 0.25  # the fast engine drops ended rows once they are this share of its batch
 
 
 def nucleus_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
@@ -79,26 +80,36 @@ def sample_completions(
     """Sample up to max_new_tokens tokens per row from softmax(logits / temperature), top-p truncated.
 
     Each step draws one token per row with `draw`, from uniforms drawn up front (one per row and step,
-    from the global RNG); rows that have emitted EOS continue with pad_token_id, and the loop stops once
-    every row has emitted EOS. prompt_ids, prompt_mask: (B, Tp) left padded. The log-probs and
-    entropies are taken from the kept logits in batches of steps (up to LOGITS_BUFFER_BYTES of logits),
-    the same row-wise arithmetic as one step at a time.
+    from the global RNG), so a row's tokens do not depend on which other rows are still running. A row
+    that has emitted EOS is padded with pad_token_id from then on and leaves the batch once a quarter
+    of the rows being decoded have ended (`DROP_ENDED_FRACTION`: the cost of copying the cache is then
+    repaid by the smaller steps); the loop stops once every row has ended. prompt_ids, prompt_mask:
+    (B, Tp) left padded. The log-probs and entropies are taken from the kept logits in batches of steps
+    (up to LOGITS_BUFFER_BYTES of logits), the same row-wise arithmetic as one step at a time.
     """
-    eos = torch.as_tensor(eos_token_id, device=prompt_ids.device).reshape(-1)
+    b, device = prompt_ids.shape[0], prompt_ids.device
+    eos = torch.as_tensor(eos_token_id, device=device).reshape(-1)
     logits, cache = prefill(model, prompt_ids, prompt_mask, max_new_tokens)
     logits = logits[:, -1]
-    steps = torch.arange(max_new_tokens, device=prompt_ids.device)
+    steps = torch.arange(max_new_tokens, device=device)
     positions = prompt_mask.long().sum(dim=1)[None, :] + steps[:, None]  # (T, B): the new tokens' positions
     cos, sin = cache.cos[positions, None], cache.sin[positions, None]  # (T, B, 1, D)
-    finished = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
-    uniforms = 1 - torch.rand(max_new_tokens, len(finished), 1, dtype=torch.float64, device=finished.device)
-    tokens, kept, logps, entropies = [], [], [], []
+    uniforms = 1 - torch.rand(max_new_tokens, b, 1, dtype=torch.float64, device=device)
+    completion_ids = torch.full((b, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    logprobs = torch.zeros(b, max_new_tokens, device=device)
+    entropy = torch.zeros(b, max_new_tokens, device=device)
+    ended = torch.zeros(b, dtype=torch.bool, device=device)
+    rows = torch.arange(b, device=device)  # the row of prompt_ids that each row of the cache decodes
+    finished = ended.clone()  # per row of the cache
+    tokens, kept = [], []  # per step since the last flush: the cache rows' tokens and logits
 
-    def take_log_probs():
-        chosen = torch.stack(tokens[-len(kept) :], dim=1)
+    def flush(end: int):  # write steps [end - len(kept), end) of the cache rows into the outputs
+        chosen = torch.stack(tokens, dim=1)
         logp, ent = log_probs_and_entropy(torch.stack(kept, dim=1), chosen, temperature)
-        logps.append(logp)
-        entropies.append(ent)
+        span = slice(end - len(kept), end)
+        completion_ids[rows, span], logprobs[rows, span], entropy[rows, span] = chosen, logp, ent
+        ended[rows] = finished
+        tokens.clear()
         kept.clear()
 
     for t in range(max_new_tokens):
@@ -111,19 +122,23 @@ def sample_completions(
         nxt.masked_fill_(finished, pad_token_id)
         tokens.append(nxt)
         kept.append(logits)
-        if len(kept) * logits.numel() * 4 >= LOGITS_BUFFER_BYTES:
-            take_log_probs()
         finished |= torch.isin(nxt, eos)
-        if t + 1 == max_new_tokens or bool(finished.all()):
+        done = int(finished.sum())
+        if t + 1 == max_new_tokens or done == len(finished):
             break
+        if len(kept) * logits.numel() * 4 >= LOGITS_BUFFER_BYTES or done >= DROP_ENDED_FRACTION * len(rows):
+            flush(t + 1)
+        if done >= DROP_ENDED_FRACTION * len(rows):  # drop the ended rows from the batch
+            keep = (~finished).nonzero().squeeze(1)
+            cache, rows, nxt, finished = select_rows(cache, keep), rows[keep], nxt[keep], finished[keep]
+            cos, sin, uniforms = cos[:, keep], sin[:, keep], uniforms[:, keep]
         logits = decode_with_rotary(cache, nxt, cos[t], sin[t])
-    if kept:
-        take_log_probs()
+    flush(t + 1)
     return Sampled(
-        completion_ids=torch.stack(tokens, dim=1),
-        logprobs=torch.cat(logps, dim=1),
-        entropy=torch.cat(entropies, dim=1),
-        finished=finished,
+        completion_ids=completion_ids[:, : t + 1],
+        logprobs=logprobs[:, : t + 1],
+        entropy=entropy[:, : t + 1],
+        finished=ended,
     )
 
 
