@@ -3,6 +3,7 @@ gradient property on a real model (autograd), data order, and a 2-step smoke run
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
@@ -121,25 +122,31 @@ def test_minibatches_hold_whole_groups_and_weights_use_the_current_log_ratio(fre
     assert stats["grad_norm"] > 0 and set(stats) >= {"loss", "clip_frac", "approx_kl", "ratio_mean"}
 
 
-@pytest.mark.parametrize("ratio_level", ["token", "sequence"])
-def test_offpolicy_loss_gradient_is_sum_of_rt_prime_grad_log_pi(fresh_model, policy, ratio_level):
+@pytest.mark.parametrize("ratio_level, buckets", [("token", 1), ("token", 4), ("sequence", 4)])
+def test_offpolicy_loss_gradient_is_sum_of_rt_prime_grad_log_pi(fresh_model, policy, ratio_level, buckets):
     """At parameters moved away from the behaviour policy (ratios != 1, inside the clip) the gradient of
-    the trainer's loss is -(1/B) sum_i A_i grad log pi_theta(y_i), A = N rt' from the current log-ratio."""
+    the trainer's loss is -(1/B) sum_i A_i grad log pi_theta(y_i), A = N rt' from the current log-ratio;
+    also when the micro-batches run as passes over rows of similar length, each cut at its longest row
+    (the completions here end after 1 to 6 tokens)."""
     model, tok = fresh_model, policy[1]
     p, n = 3, 4
     ro = generate_rollouts(model, tok, PROMPTS[:p], n=n, max_new_tokens=6, seed=1)
+    ragged = (torch.arange(6)[None, :] < 1 + torch.arange(p * n)[:, None] % 6).long()
+    ro = dataclasses.replace(ro, completion_mask=ragged, logprobs=ro.logprobs * ragged)
     rewards = torch.tensor([[0.0, 0.5, 1.0, 0.25], [0.2, 0.2, 0.9, 0.0], [1.0, 0.0, 0.0, 0.3]])
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for q in model.parameters():
             q.add_(1e-3 * torch.randn(q.shape, generator=g))
     rows = torch.arange(p * n)
-    log_ratio = _sequence_log_ratio(model, ro, rows, 1.0, micro=5).view(p, n)
+    a = AlgorithmConfig(
+        k=2, micro_batch_size=5, length_buckets=buckets, ratio_level=ratio_level, aggregation="sequence_sum"
+    )
+    log_ratio = _sequence_log_ratio(model, ro, rows, 1.0, a).view(p, n)
     assert 1e-4 < float(log_ratio.abs().max()) < 0.1
     adv = ADVANTAGES.get("maxk_offpolicy")(rewards, k=2, log_ratio=log_ratio)
     assert not torch.allclose(adv, ADVANTAGES.get("maxk")(rewards, k=2))  # the deltas matter
 
-    a = AlgorithmConfig(k=2, micro_batch_size=5, ratio_level=ratio_level, aggregation="sequence_sum")
     loss_fn = functools.partial(
         clipped_surrogate_loss,
         clip_low=0.2,

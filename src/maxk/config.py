@@ -94,6 +94,9 @@ class AlgorithmConfig:
     ppo_epochs: int = _f(1, "mu: passes over each batch (PPO iterations); 3 in the paper")
     minibatch_size: int = _f(0, "samples per optimiser step, a multiple of N (whole groups); 0 = P * N")
     micro_batch_size: int = _f(16, "rows per forward/backward (gradient accumulation inside a minibatch)")
+    length_buckets: int = _f(
+        4, "passes per micro-batch, rows of similar length together, each cut at its longest row (1 = off)"
+    )
     clip_eps: float = _f(0.2, "PPO clip epsilon (low side; and high side unless clip_eps_high is set)")
     clip_eps_high: float | None = _f(None, "separate upper clip epsilon (DAPO clip-higher, e.g. 0.28)")
     ratio_level: Literal["token", "sequence"] = _f("token", "importance ratio per token or per sequence")
@@ -173,6 +176,7 @@ def config_problems(c: Config) -> list[str]:
         "data.prompts_per_step": c.data.prompts_per_step,
         "algorithm.ppo_epochs": a.ppo_epochs,
         "algorithm.micro_batch_size": a.micro_batch_size,
+        "algorithm.length_buckets": a.length_buckets,
         "run.steps": c.run.steps,
         "rollout.temperature": r.temperature,
         "optim.lr": c.optim.lr,

@@ -224,14 +224,19 @@ def generate_rollouts(
     )
 
 
-def rollout_log_probs(model, ro: Rollouts, rows: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
-    """`token_log_probs` of the rows `rows` (1-D long) of `ro` under `model`: (len(rows), T)."""
+def rollout_log_probs(
+    model, ro: Rollouts, rows: torch.Tensor, *, temperature: float = 1.0, width: int | None = None
+) -> torch.Tensor:
+    """`token_log_probs` of the rows `rows` (1-D long) of `ro` under `model`: (len(rows), width), the
+    first `width` completion tokens (all T when None; a row's tokens past its EOS do not change those
+    before, so a width of at least the rows' lengths gives the same log-probs)."""
     r = rows.to(ro.completion_ids.device)
+    cut = slice(None, width)
     return token_log_probs(
         model,
         ro.prompt_ids[r],
         ro.prompt_mask[r],
-        ro.completion_ids[r],
-        ro.completion_mask[r],
+        ro.completion_ids[r, cut],
+        ro.completion_mask[r, cut],
         temperature=temperature,
     )

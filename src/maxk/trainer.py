@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from maxk.advantages import ADVANTAGES, BINARY_ONLY, USES_LOG_RATIO
+from maxk.batching import micro_batches
 from maxk.checkpoint import (
     RunOutputs,
     latest_checkpoint,
@@ -162,7 +163,7 @@ def ppo_update(
             rows = (groups[:, None] * n + torch.arange(n)).reshape(-1)
             adv = advantages[groups]
             if uses_log_ratio and moved:
-                log_ratio = _sequence_log_ratio(model, ro, rows, temperature, a.micro_batch_size)
+                log_ratio = _sequence_log_ratio(model, ro, rows, temperature, a)
                 adv = advantage_fn(rewards[groups], log_ratio=log_ratio.view(-1, n))
             stats = _accumulate_gradients(model, ro, rows, adv.reshape(-1), loss_fn, ref_logp, a, temperature)
             limit = max_grad_norm if max_grad_norm > 0 else math.inf
@@ -186,16 +187,16 @@ def _accumulate_gradients(
     stats = {"loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "ratio_mean": 0.0}
     if ref_logp is not None:
         stats["kl_ref"] = 0.0
-    for m0 in range(0, len(rows), a.micro_batch_size):
-        r = rows[m0 : m0 + a.micro_batch_size].to(device)
-        logp = rollout_log_probs(model, ro, r, temperature=temperature)
-        cmask = ro.completion_mask[r]
-        adv = adv_rows[m0 : m0 + a.micro_batch_size].to(device)
-        loss, st = loss_fn(logp, ro.logprobs[r], adv, cmask, **totals)
+    for part, width in _passes(ro, rows, a):
+        r = rows[part].to(device)
+        logp = rollout_log_probs(model, ro, r, temperature=temperature, width=width)
+        cmask = ro.completion_mask[r, :width]
+        adv = adv_rows[part].to(device)
+        loss, st = loss_fn(logp, ro.logprobs[r, :width], adv, cmask, **totals)
         if ref_logp is not None:
             kl = kl_penalty(
                 logp,
-                ref_logp[r],
+                ref_logp[r, :width],
                 cmask,
                 aggregation=a.aggregation,
                 **totals,
@@ -211,15 +212,22 @@ def _accumulate_gradients(
     return stats
 
 
+def _passes(ro: Rollouts, rows, a: AlgorithmConfig) -> list[tuple[torch.Tensor, int]]:
+    """The forward passes over `rows` (1-D long): (positions into rows, completion width) pairs, rows of
+    similar length together, at most a.micro_batch_size per pass (maxk.batching)."""
+    lengths = ro.completion_mask[rows.to(ro.completion_mask.device)].sum(-1)
+    return micro_batches(lengths, a.micro_batch_size, a.length_buckets)
+
+
 @torch.no_grad()
-def _sequence_log_ratio(model, ro: Rollouts, rows, temperature: float, micro: int) -> torch.Tensor:
+def _sequence_log_ratio(model, ro: Rollouts, rows, temperature: float, a: AlgorithmConfig) -> torch.Tensor:
     """(len(rows),) sum_t [log pi_theta - log pi_old](y_t): the current sequence log-ratio of each row."""
-    out = []
-    for m0 in range(0, len(rows), micro):
-        r = rows[m0 : m0 + micro].to(ro.completion_ids.device)
-        logp = rollout_log_probs(model, ro, r, temperature=temperature)
-        out.append(((logp - ro.logprobs[r]) * ro.completion_mask[r]).sum(-1))
-    return torch.cat(out).cpu()
+    out = torch.zeros(len(rows))
+    for part, width in _passes(ro, rows, a):
+        r = rows[part].to(ro.completion_ids.device)
+        logp = rollout_log_probs(model, ro, r, temperature=temperature, width=width)
+        out[part] = ((logp - ro.logprobs[r, :width]) * ro.completion_mask[r, :width]).sum(-1).cpu()
+    return out
 
 
 @torch.no_grad()
