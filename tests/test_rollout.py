@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -89,6 +91,42 @@ def test_recomputed_log_probs_equal_stored_ones(model_and_tokenizer, temperature
             temperature=temperature * 2,
         )
     assert (other - ro.logprobs).abs().max() > 1e-3
+
+
+def test_the_packed_forward_equals_the_padded_forward_with_a_padding_mask(model_and_tokenizer):
+    """token_log_probs packs each row left and runs the model with its causal mask alone; the log-probs and
+    their gradients equal those of the left-padded batch run with a padding mask and the same positions
+    (prompts of different lengths, completions that end at different steps)."""
+    from maxk.rollout import pack_left, position_ids_from_mask
+
+    model, tok = model_and_tokenizer
+    ro = generate_rollouts(model, tok, PROMPTS, n=3, max_new_tokens=12, seed=3)
+    ragged = (torch.arange(12)[None, :] < 2 + torch.arange(len(ro.completion_ids))[:, None] % 11).long()
+    assert len(set(ro.prompt_mask.sum(1).tolist())) > 1  # the rows are packed differently
+    args = (ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ragged)
+
+    def padded(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
+        mask = torch.cat([prompt_mask, completion_mask], dim=1)
+        ids = torch.cat([prompt_ids, completion_ids], dim=1)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+        logp = torch.log_softmax(logits[:, -completion_ids.shape[1] - 1 : -1].float() / 0.8, dim=-1)
+        return logp.gather(-1, completion_ids[..., None])[..., 0] * completion_mask
+
+    grads = []
+    for fn in (functools.partial(token_log_probs, temperature=0.8), padded):
+        model.zero_grad()
+        logp = fn(model, *args)
+        (logp * torch.linspace(-1, 1, logp.numel()).view_as(logp)).sum().backward()
+        grads.append((logp.detach(), [q.grad.clone() for q in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=1e-5)
+    for x, y in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+    ids, first, index = pack_left(*args[:3])
+    assert first == int(ro.prompt_mask.sum(1).min()) - 1 and ids.shape == (len(ragged), ro.input_ids.shape[1])
+    longest = int(ro.prompt_mask.sum(1).argmax())
+    assert torch.equal(ids[longest], ro.input_ids[longest])  # no shift
+    with pytest.raises(ValueError, match="at least one prompt token"):
+        pack_left(ro.prompt_ids, torch.zeros_like(ro.prompt_mask), ro.completion_ids)
 
 
 def test_bad_arguments_raise(model_and_tokenizer):

@@ -101,23 +101,47 @@ def token_log_probs(
 
     Uses the same temperature scaling and position ids as generation, so at the behaviour parameters
     it reproduces `Rollouts.logprobs`. Returns (B, T) log-probs (0 where masked), and the (B, T)
-    entropy too when `with_entropy`.
+    entropy too when `with_entropy`. The rows are packed left (`pack_left`): no row has padding before
+    a real token, so the model runs with its causal mask alone and no padding mask (SDPA's causal
+    kernel; about 10% faster forward and backward than the left-padded batch with a padding mask at 256
+    new tokens), with the same logits at every real token up to float rounding (tested).
     """
-    input_ids = torch.cat([prompt_ids, completion_ids], dim=1)
-    attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)
-    t = completion_ids.shape[1]
+    input_ids, first, index = pack_left(prompt_ids, prompt_mask, completion_ids)
+    b, length = input_ids.shape
     out = model(
         input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
+        position_ids=torch.arange(length, device=input_ids.device).expand(b, length),
         use_cache=False,
-        logits_to_keep=t + 1,
+        logits_to_keep=length - first,
     )
-    logits = out.logits[:, :-1, :]  # logits at position j predict token j + 1
+    logits = out.logits.gather(1, index[..., None].expand(-1, -1, out.logits.shape[-1]))
     logp, entropy = log_probs_and_entropy(logits, completion_ids, temperature, entropy=with_entropy)
     mask = completion_mask.to(logp.dtype)
     logp = logp * mask
     return (logp, entropy * mask) if with_entropy else logp
+
+
+def pack_left(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor):
+    """Each row's real prompt tokens then its completion, moved to start at position 0.
+
+    prompt_ids, prompt_mask: (B, Tp) left padded; completion_ids: (B, T). Returns (input_ids (B, L),
+    first, index (B, T)) with L = Tp + T: row b's prompt of p_b tokens is at positions 0 .. p_b - 1 and
+    its completion from p_b on, so its real tokens are at the positions `position_ids_from_mask` gives
+    them; its last Tp - p_b positions repeat its last token: after every real token, where a causal
+    model's real tokens never look. Completion token t of row b is predicted at position
+    p_b - 1 + t, which is `index[b, t]` positions after `first` = min_b p_b - 1 (the first position
+    whose logits are needed).
+    """
+    lengths = prompt_mask.long().sum(dim=1)
+    if bool((lengths == 0).any()):
+        raise ValueError("every row needs at least one prompt token (a completion is predicted from it)")
+    tp, t = prompt_ids.shape[1], completion_ids.shape[1]
+    positions = torch.arange(tp + t, device=prompt_ids.device)
+    source = (positions[None, :] + (tp - lengths)[:, None]).clamp(max=tp + t - 1)
+    input_ids = torch.cat([prompt_ids, completion_ids], dim=1).gather(1, source)
+    first = int(lengths.min()) - 1
+    index = (lengths - 1 - first)[:, None] + positions[None, :t]
+    return input_ids, first, index
 
 
 def _seeded(seed: int | None, device: torch.device):
