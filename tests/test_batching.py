@@ -12,9 +12,9 @@ import torch
 from maxk.batching import micro_batches, split_by_length
 
 
-def area(lengths, ends) -> int:
+def area(lengths, ends, pass_cost=0) -> int:
     starts = [0, *ends[:-1]]
-    return sum((e - s) * lengths[e - 1] for s, e in zip(starts, ends))
+    return sum((e - s) * lengths[e - 1] for s, e in zip(starts, ends)) + pass_cost * len(ends)
 
 
 def all_partitions(n: int, most: int):
@@ -24,17 +24,27 @@ def all_partitions(n: int, most: int):
             yield [*cuts, n]
 
 
-def test_split_by_length_is_the_least_padded_area_of_all_partitions():
+def test_split_by_length_is_the_least_cost_of_all_partitions():
+    """Padded area plus pass_cost per pass, against every way to cut the sorted rows."""
     rng = np.random.default_rng(0)
-    for _, buckets in itertools.product(range(60), range(1, 5)):
+    for _, buckets, cost in itertools.product(range(30), range(1, 5), [0, 7, 40]):
         n = int(rng.integers(1, 9))
         lengths = np.sort(rng.choice([1, 2, 3, 5, 8, 13, 40], size=n))
-        ends = split_by_length(lengths, buckets)
-        best = min(area(lengths, p) for p in all_partitions(n, buckets))
-        assert area(lengths, ends) == best
+        ends = split_by_length(lengths, buckets, cost)
+        best = min(area(lengths, p, cost) for p in all_partitions(n, buckets))
+        assert area(lengths, ends, cost) == best
         assert ends[-1] == n and len(ends) <= buckets and ends == sorted(set(ends))
-        fewest = min(len(p) for p in all_partitions(n, buckets) if area(lengths, p) == best)
+        fewest = min(len(p) for p in all_partitions(n, buckets) if area(lengths, p, cost) == best)
         assert len(ends) == fewest  # ties go to fewer passes
+
+
+def test_a_pass_is_split_off_only_when_it_skips_more_padding_than_it_costs():
+    lengths = [60] + [64] * 31  # short completions that nearly all run to the limit
+    assert split_by_length(lengths, 4, 0) == [1, 32]  # 4 positions saved
+    assert split_by_length(lengths, 4, 4) == [32]  # saved = cost: the tie keeps one pass
+    assert split_by_length(lengths, 4, 128) == [32]
+    ragged = [10] * 16 + [256] * 16  # 3,936 positions saved by a second pass
+    assert split_by_length(ragged, 4, 128) == [16, 32] and split_by_length(ragged, 4, 4000) == [32]
 
 
 def test_split_by_length_edge_cases():

@@ -97,6 +97,9 @@ class AlgorithmConfig:
     length_buckets: int = _f(
         4, "passes per micro-batch, rows of similar length together, each cut at its longest row (1 = off)"
     )
+    pass_cost_tokens: int = _f(
+        128, "one more pass costs this many padded token positions: a micro-batch is cut only to skip more"
+    )
     clip_eps: float = _f(0.2, "PPO clip epsilon (low side; and high side unless clip_eps_high is set)")
     clip_eps_high: float | None = _f(None, "separate upper clip epsilon (DAPO clip-higher, e.g. 0.28)")
     ratio_level: Literal["token", "sequence"] = _f("token", "importance ratio per token or per sequence")
@@ -214,6 +217,8 @@ def config_problems(c: Config) -> list[str]:
         )
     if a.clip_eps <= 0 or (a.clip_eps_high is not None and a.clip_eps_high <= 0):
         out.append("algorithm.clip_eps and clip_eps_high must be > 0")
+    if a.pass_cost_tokens < 0:
+        out.append(f"algorithm.pass_cost_tokens must be >= 0, got {a.pass_cost_tokens}")
     if a.kl_beta < 0:
         out.append(f"algorithm.kl_beta must be >= 0, got {a.kl_beta}")
     if c.eval.every > 0 and not c.eval.tasks:

@@ -216,7 +216,7 @@ def _passes(ro: Rollouts, rows, a: AlgorithmConfig) -> list[tuple[torch.Tensor, 
     """The forward passes over `rows` (1-D long): (positions into rows, completion width) pairs, rows of
     similar length together, at most a.micro_batch_size per pass (maxk.batching)."""
     lengths = ro.completion_mask[rows.to(ro.completion_mask.device)].sum(-1)
-    return micro_batches(lengths, a.micro_batch_size, a.length_buckets)
+    return micro_batches(lengths, a.micro_batch_size, a.length_buckets, a.pass_cost_tokens)
 
 
 @torch.no_grad()
