@@ -103,8 +103,8 @@ def token_log_probs(
     it reproduces `Rollouts.logprobs`. Returns (B, T) log-probs (0 where masked), and the (B, T)
     entropy too when `with_entropy`. The rows are packed left (`pack_left`): no row has padding before
     a real token, so the model runs with its causal mask alone and no padding mask (SDPA's causal
-    kernel; about 10% faster forward and backward than the left-padded batch with a padding mask at 256
-    new tokens), with the same logits at every real token up to float rounding (tested).
+    kernel: the update's passes took 0.85 against 0.97 s at 256 new tokens, 0.25 against 0.27 s at 64,
+    min of interleaved runs), with the same logits at every real token up to float rounding (tested).
     """
     input_ids, first, index = pack_left(prompt_ids, prompt_mask, completion_ids)
     b, length = input_ids.shape
