@@ -142,7 +142,7 @@ def ppo_update(
     """
     p, n = rewards.shape
     groups_per_mb = minibatch_size // n
-    ref_logp = _reference_log_probs(reference, ro, a.micro_batch_size, temperature)
+    ref_logp = _reference_log_probs(reference, ro, a, temperature)
     gen = torch.Generator().manual_seed(seed)
     loss_fn = functools.partial(
         clipped_surrogate_loss,
@@ -220,30 +220,29 @@ def _passes(ro: Rollouts, rows, a: AlgorithmConfig) -> list[tuple[torch.Tensor, 
 
 
 @torch.no_grad()
-def _sequence_log_ratio(model, ro: Rollouts, rows, temperature: float, a: AlgorithmConfig) -> torch.Tensor:
-    """(len(rows),) sum_t [log pi_theta - log pi_old](y_t): the current sequence log-ratio of each row."""
-    out = torch.zeros(len(rows))
+def _log_probs(model, ro: Rollouts, rows, temperature: float, a: AlgorithmConfig) -> torch.Tensor:
+    """(len(rows), T) no-grad `rollout_log_probs` of `rows` (1-D long) in the update's passes; 0 past a
+    pass's width, where every row's mask is 0 too."""
+    out = ro.logprobs.new_zeros(len(rows), ro.logprobs.shape[1])
     for part, width in _passes(ro, rows, a):
-        r = rows[part].to(ro.completion_ids.device)
-        logp = rollout_log_probs(model, ro, r, temperature=temperature, width=width)
-        out[part] = ((logp - ro.logprobs[r, :width]) * ro.completion_mask[r, :width]).sum(-1).cpu()
+        out[part, :width] = rollout_log_probs(model, ro, rows[part], temperature=temperature, width=width)
     return out
 
 
-@torch.no_grad()
-def _reference_log_probs(reference, ro: Rollouts, micro: int, temperature: float):
+def _sequence_log_ratio(model, ro: Rollouts, rows, temperature: float, a: AlgorithmConfig) -> torch.Tensor:
+    """(len(rows),) sum_t [log pi_theta - log pi_old](y_t): the current sequence log-ratio of each row."""
+    r = rows.to(ro.completion_ids.device)
+    logp = _log_probs(model, ro, rows, temperature, a)
+    return ((logp - ro.logprobs[r]) * ro.completion_mask[r]).sum(-1).cpu()
+
+
+def _reference_log_probs(reference, ro: Rollouts, a: AlgorithmConfig, temperature: float):
     """(B, T) log-probs of the frozen reference policy, or None without a reference."""
     if reference is None:
         return None
     model, context = reference
-    rows = torch.arange(ro.completion_ids.shape[0])
     with context():
-        return torch.cat(
-            [
-                rollout_log_probs(model, ro, rows[m0 : m0 + micro], temperature=temperature)
-                for m0 in range(0, len(rows), micro)
-            ]
-        )
+        return _log_probs(model, ro, torch.arange(ro.completion_ids.shape[0]), temperature, a)
 
 
 # ----------------------------------------------------------------------------------------------------------
